@@ -1,0 +1,1 @@
+"""The inference process: an OpenAI-compatible server in front of a continuous-batching engine."""

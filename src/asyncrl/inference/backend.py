@@ -1,0 +1,100 @@
+"""The contract between the HTTP server and an engine, so the torch engine and vLLM are interchangeable.
+
+The server speaks tokens to a backend: it tokenizes prompts, hands over token ids and sampling settings,
+and receives generated token ids with their logprobs and the policy version of every token.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+
+class WeightUpdateError(Exception):
+    """New weights could not be loaded; the old weights keep serving."""
+
+
+class InvalidRequestError(ValueError):
+    """The request cannot be served as asked (answered 400)."""
+
+
+class EngineDeadError(Exception):
+    """The engine loop crashed; the server answers 503 until it is restarted."""
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    max_tokens: int
+    temperature: float = 1.0
+    """0 means greedy."""
+    top_p: float = 1.0
+    seed: int | None = None
+    top_logprobs: int = 0
+    """How many alternatives to return per token (0: none)."""
+    stop: tuple[str, ...] = ()
+    stop_token_ids: tuple[int, ...] = ()
+    """Ids that end a sequence (the model's EOS ids), unless `ignore_eos`."""
+    ignore_eos: bool = False
+
+
+@dataclass
+class SequenceDelta:
+    """What one choice gained since the last delta; the final one has `finish_reason` set."""
+
+    index: int
+    token_ids: list[int] = field(default_factory=list)
+    logprobs: list[float] = field(default_factory=list)
+    top_logprobs: list[list[tuple[int, float]]] = field(default_factory=list)
+    policy_versions: list[int] = field(default_factory=list)
+    finish_reason: str | None = None
+    """"stop" (EOS or a stop string), "length", or "abort"."""
+
+
+@dataclass
+class EngineStats:
+    running: int
+    waiting: int
+    batch_size_mean: float
+    """Mean decode batch size since the engine started."""
+    kv_cache_usage: float
+    """Fraction of allocated KV-cache token slots holding live tokens."""
+    tokens_generated: int
+    prompt_tokens: int
+    requests_finished: int
+    policy_version: int
+    weight_updates: int
+    last_weight_update_s: float
+
+
+class Backend(abc.ABC):
+    """An engine that generates from token ids and swaps weights while serving."""
+
+    max_model_len: int
+    """Context window: prompt plus completion tokens."""
+    policy_version: int
+    """Version of the weights now serving."""
+
+    @abc.abstractmethod
+    async def start(self) -> None:
+        """Start generating; returns when ready to serve (the model is loaded at construction)."""
+
+    @abc.abstractmethod
+    async def stop(self) -> None:
+        """Stop the engine, aborting what is in flight."""
+
+    @abc.abstractmethod
+    def generate(
+        self, prompt_token_ids: list[int], params: SamplingParams, n: int = 1, stream: bool = False
+    ) -> AsyncIterator[SequenceDelta]:
+        """Run `n` choices of one prompt. Yields deltas as tokens arrive when `stream`, otherwise one
+        final delta per choice. Closing the iterator early aborts the request."""
+
+    @abc.abstractmethod
+    async def update_weights(self, path: str, version: int) -> float:
+        """Swap in the weights of an HF dir between decode steps; returns the seconds it took.
+        Raises WeightUpdateError (old weights kept) when the dir is missing or of another shape."""
+
+    @abc.abstractmethod
+    def stats(self) -> EngineStats:
+        """Figures for /metrics."""

@@ -1,0 +1,363 @@
+"""The built-in torch engine: continuous batching on one thread, talking to asyncio through queues.
+
+Each loop iteration: take in new requests, aborts and weight swaps; swap weights if one is pending
+(between steps, so in-flight sequences continue under the new policy); prefill waiting requests up to a
+token budget; run one decode step for every running sequence; retire finished ones; deliver deltas.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import queue
+import threading
+import time
+from collections import deque
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+import torch
+
+from asyncrl.config import InferenceConfig
+from asyncrl.inference.backend import (
+    Backend,
+    EngineDeadError,
+    EngineStats,
+    InvalidRequestError,
+    SamplingParams,
+    SequenceDelta,
+)
+from asyncrl.inference.model_runner import ModelRunner
+from asyncrl.inference.sampling import sample
+from asyncrl.inference.weights import read_weights
+from asyncrl.models import load_model, load_tokenizer
+
+IDLE_POLL_S = 0.5
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+@dataclass(eq=False)
+class _Request:
+    prompt: list[int]
+    params: SamplingParams
+    n: int
+    stream: bool
+    loop: asyncio.AbstractEventLoop
+    deltas: asyncio.Queue
+    aborted: bool = False
+
+
+@dataclass(eq=False)
+class _Sequence:
+    request: _Request
+    index: int
+    cache_len: int
+    """Tokens whose keys/values are in the cache; the last sampled token is not yet among them."""
+    generator: torch.Generator | None
+    last_token: int = -1
+    delta: SequenceDelta = field(init=False)
+    token_ids: list[int] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.delta = SequenceDelta(index=self.index)
+
+
+@dataclass(eq=False)
+class _WeightSwap:
+    tensors: dict[str, torch.Tensor]
+    version: int
+    done: asyncio.Future
+    loop: asyncio.AbstractEventLoop
+
+
+class TorchEngine(Backend):
+    def __init__(self, model_path: str, dtype: str, config: InferenceConfig, seed: int = 0) -> None:
+        self.model_path = model_path
+        self.dtype = DTYPES[dtype]
+        self.config = config
+        self.seed = seed
+        self.policy_version = 0
+        self._inbox: queue.SimpleQueue = queue.SimpleQueue()
+        self._waiting: deque[_Request] = deque()
+        self._running: list[_Sequence] = []
+        self._thread: threading.Thread | None = None
+        self._dead: BaseException | None = None
+        self._counters = dict.fromkeys(
+            ("tokens", "prompt_tokens", "finished", "decode_steps", "decode_rows", "weight_updates"), 0
+        )
+        self._last_weight_update_s = 0.0
+        self._load()
+
+    # -- lifecycle ------------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="torch-engine", daemon=True)
+        self._thread.start()
+
+    def _load(self) -> None:
+        if self.config.num_threads:
+            torch.set_num_threads(self.config.num_threads)
+        self.model = load_model(self.model_path, dtype=self.dtype)
+        self.tokenizer = load_tokenizer(self.model_path)
+        limit = self.model.config.max_position_embeddings
+        self.max_model_len = min(self.config.max_model_len or limit, limit)
+        self.runner = ModelRunner(self.model, self.max_model_len, self.config.max_num_seqs)
+        self._generator = torch.Generator().manual_seed(self.seed)
+
+    async def stop(self) -> None:
+        if self._thread is not None:
+            self._inbox.put(None)
+            await asyncio.to_thread(self._thread.join)
+            self._thread = None
+
+    # -- asyncio side ---------------------------------------------------------------------------------
+
+    async def generate(
+        self, prompt_token_ids: list[int], params: SamplingParams, n: int = 1, stream: bool = False
+    ) -> AsyncIterator[SequenceDelta]:
+        if n > self.config.max_num_seqs:
+            raise InvalidRequestError(f"n={n} exceeds inference.max_num_seqs={self.config.max_num_seqs}")
+        self._check_alive()
+        request = _Request(
+            list(prompt_token_ids), params, n, stream, asyncio.get_running_loop(), asyncio.Queue()
+        )
+        self._inbox.put(request)
+        finished = 0
+        try:
+            while finished < n:
+                delta = await request.deltas.get()
+                if isinstance(delta, BaseException):
+                    raise delta
+                finished += delta.finish_reason is not None
+                yield delta
+        finally:
+            if finished < n:
+                request.aborted = True
+                self._inbox.put(request)
+
+    async def update_weights(self, path: str, version: int) -> float:
+        self._check_alive()
+        start = time.perf_counter()
+        tensors = await asyncio.to_thread(read_weights, path, self.model)
+        loop = asyncio.get_running_loop()
+        swap = _WeightSwap(tensors, version, loop.create_future(), loop)
+        self._inbox.put(swap)
+        await swap.done
+        elapsed = time.perf_counter() - start
+        self._last_weight_update_s = elapsed
+        return elapsed
+
+    def stats(self) -> EngineStats:
+        self._check_alive()
+        c = self._counters
+        live = sum(s.cache_len for s in list(self._running))
+        capacity = self.runner.cache.capacity * self.runner.cache.n_slots
+        return EngineStats(
+            running=len(self._running),
+            waiting=sum(r.n for r in list(self._waiting)),
+            batch_size_mean=c["decode_rows"] / max(1, c["decode_steps"]),
+            kv_cache_usage=live / capacity,
+            tokens_generated=c["tokens"],
+            prompt_tokens=c["prompt_tokens"],
+            requests_finished=c["finished"],
+            policy_version=self.policy_version,
+            weight_updates=c["weight_updates"],
+            last_weight_update_s=self._last_weight_update_s,
+        )
+
+    def _check_alive(self) -> None:
+        if self._dead is not None:
+            raise EngineDeadError(f"the engine crashed: {self._dead!r}; restart the server")
+        if self._thread is None:
+            raise EngineDeadError("the engine is not running")
+
+    # -- engine thread --------------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        try:
+            with torch.inference_mode():
+                self._loop()
+        except BaseException as e:  # noqa: BLE001 - every waiting client must hear of the crash
+            self._dead = e
+            self._fail_all(EngineDeadError(f"the engine crashed: {e!r}"))
+            raise
+        self._fail_all(EngineDeadError("the engine stopped"))
+
+    def _loop(self) -> None:
+        while self._take_inbox():
+            self._admit()
+            if self._running:
+                self._decode()
+
+    def _take_inbox(self) -> bool:
+        """Apply everything queued; block while idle. False when asked to stop."""
+        idle = not self._running and not self._waiting
+        while True:
+            try:
+                item = self._inbox.get(timeout=IDLE_POLL_S) if idle else self._inbox.get_nowait()
+            except queue.Empty:
+                if idle:
+                    continue
+                return True
+            idle = False
+            if item is None:
+                return False
+            if isinstance(item, _WeightSwap):
+                self._swap_weights(item)
+            elif item.aborted:
+                self._abort(item)
+            else:
+                self._waiting.append(item)
+
+    def _swap_weights(self, swap: _WeightSwap) -> None:
+        params = dict(self.model.named_parameters())
+        with torch.no_grad():
+            for name, tensor in swap.tensors.items():
+                params[name].copy_(tensor)
+        self.policy_version = swap.version
+        self._counters["weight_updates"] += 1
+        swap.loop.call_soon_threadsafe(swap.done.set_result, None)
+
+    def _abort(self, request: _Request) -> None:
+        if request in self._waiting:
+            self._waiting.remove(request)
+        self._retire([i for i, s in enumerate(self._running) if s.request is request])
+
+    def _admit(self) -> None:
+        """Prefill waiting requests that fit in free rows and the prefill token budget."""
+        admitted: list[_Request] = []
+        rows_free = self.config.max_num_seqs - len(self._running)
+        budget = self.config.max_prefill_tokens
+        while self._waiting and self._waiting[0].n <= rows_free:
+            prompt_len = len(self._waiting[0].prompt)
+            if admitted and prompt_len > budget:
+                break
+            request = self._waiting.popleft()
+            admitted.append(request)
+            rows_free -= request.n
+            budget -= prompt_len
+        if admitted:
+            self._prefill(admitted)
+
+    def _prefill(self, requests: list[_Request]) -> None:
+        first_row = len(self._running)
+        lengths = [len(r.prompt) for r in requests]
+        tokens = torch.zeros(len(requests), max(lengths), dtype=torch.long)
+        for row, request in enumerate(requests):
+            tokens[row, : lengths[row]] = torch.tensor(request.prompt)
+        positions = torch.arange(tokens.shape[1]).expand_as(tokens)
+        logits = self.runner.forward(tokens, positions, first_row, torch.tensor(lengths) - 1)
+        self._counters["prompt_tokens"] += sum(lengths)
+
+        # Choice 0 of each request lives in its prefill row; further choices copy that row's cache.
+        new = [self._new_sequence(r, 0) for r in requests]
+        source_rows = list(range(len(requests)))
+        for row, request in enumerate(requests):
+            for index in range(1, request.n):
+                self.runner.cache.move_row(first_row + row, first_row + len(new), lengths[row])
+                new.append(self._new_sequence(request, index))
+                source_rows.append(row)
+        self._running.extend(new)
+        self._sample_and_append(new, logits[source_rows], first_row)
+
+    def _new_sequence(self, request: _Request, index: int) -> _Sequence:
+        seed = request.params.seed
+        generator = None if seed is None else torch.Generator().manual_seed(seed * 7919 + index)
+        return _Sequence(request, index, cache_len=len(request.prompt), generator=generator)
+
+    def _decode(self) -> None:
+        rows = self._running
+        tokens = torch.tensor([s.last_token for s in rows]).unsqueeze(1)
+        positions = torch.tensor([s.cache_len for s in rows]).unsqueeze(1)
+        logits = self.runner.forward(tokens, positions, 0, torch.zeros(len(rows), dtype=torch.long))
+        for s in rows:
+            s.cache_len += 1
+        self._counters["decode_steps"] += 1
+        self._counters["decode_rows"] += len(rows)
+        self._sample_and_append(rows, logits, 0)
+
+    def _sample_and_append(self, seqs: list[_Sequence], logits: torch.Tensor, first_row: int) -> None:
+        params = [s.request.params for s in seqs]
+        top_k = max(p.top_logprobs for p in params)
+        out = sample(
+            logits,
+            torch.tensor([p.temperature for p in params]),
+            torch.tensor([p.top_p for p in params]),
+            [s.generator for s in seqs],
+            self._generator,
+            top_k,
+        )
+        token_ids = out.token_ids.tolist()
+        logprobs = out.logprobs.tolist()
+        top_ids = out.top_ids.tolist() if out.top_ids is not None else None
+        top_values = out.top_logprobs.tolist() if out.top_logprobs is not None else None
+        finished: list[int] = []
+        for row, (s, token, p) in enumerate(zip(seqs, token_ids, params, strict=True)):
+            s.last_token = token
+            s.token_ids.append(token)
+            s.delta.token_ids.append(token)
+            s.delta.logprobs.append(logprobs[row])
+            s.delta.policy_versions.append(self.policy_version)
+            if p.top_logprobs and top_ids is not None and top_values is not None:
+                pairs = zip(top_ids[row][: p.top_logprobs], top_values[row][: p.top_logprobs], strict=True)
+                s.delta.top_logprobs.append(list(pairs))
+            s.delta.finish_reason = self._finish_reason(s, token)
+            if s.delta.finish_reason is not None:
+                finished.append(first_row + row)
+        self._counters["tokens"] += len(seqs)
+        self._deliver(seqs)
+        self._retire(finished)
+
+    def _finish_reason(self, s: _Sequence, token: int) -> str | None:
+        p = s.request.params
+        if token in p.stop_token_ids and not p.ignore_eos:
+            return "stop"
+        if p.stop:
+            window = self.tokenizer.decode(s.token_ids[-(max(map(len, p.stop)) + 8) :])
+            if any(stop in window for stop in p.stop):
+                return "stop"
+        if len(s.token_ids) >= p.max_tokens or s.cache_len + 1 >= self.max_model_len:
+            return "length"
+        return None
+
+    def _deliver(self, seqs: list[_Sequence]) -> None:
+        """Hand finished choices (and, when streaming, every new token) to their requests' queues."""
+        ready = [s for s in seqs if s.request.stream or s.delta.finish_reason is not None]
+        if not ready:
+            return
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Queue, SequenceDelta]]] = {}
+        for s in ready:
+            by_loop.setdefault(s.request.loop, []).append((s.request.deltas, s.delta))
+            s.delta = SequenceDelta(index=s.index)
+        for loop, items in by_loop.items():
+            loop.call_soon_threadsafe(_put_all, items)
+
+    def _retire(self, rows: list[int]) -> None:
+        """Drop finished rows, moving the last running row into each freed one to keep rows dense."""
+        for row in sorted(rows, reverse=True):
+            last = len(self._running) - 1
+            if row != last:
+                self.runner.cache.move_row(last, row, self._running[last].cache_len)
+                self._running[row] = self._running[last]
+            self._running.pop()
+            self._counters["finished"] += 1
+
+    def _fail_all(self, error: Exception) -> None:
+        requests = {s.request for s in self._running} | set(self._waiting)
+        self._running.clear()
+        self._waiting.clear()
+        for request in requests:
+            request.loop.call_soon_threadsafe(request.deltas.put_nowait, error)
+        while True:
+            try:
+                item = self._inbox.get_nowait()
+            except queue.Empty:
+                break
+            if isinstance(item, _WeightSwap):
+                item.loop.call_soon_threadsafe(item.done.set_exception, error)
+            elif isinstance(item, _Request):
+                item.loop.call_soon_threadsafe(item.deltas.put_nowait, error)
+
+
+def _put_all(items: list[tuple[asyncio.Queue, SequenceDelta]]) -> None:
+    for deltas, delta in items:
+        deltas.put_nowait(delta)

@@ -1,0 +1,71 @@
+"""Token sampling for a batch of rows with per-row temperature, top-p and seed.
+
+Logprobs are those of the distribution actually sampled from: softmax(logits / T), restricted to the
+top-p nucleus and renormalised. Greedy rows (T = 0) report the model's own distribution (T = 1).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass
+class SampledTokens:
+    token_ids: torch.Tensor
+    """[B] chosen ids."""
+    logprobs: torch.Tensor
+    """[B] logprob of each chosen id."""
+    top_logprobs: torch.Tensor | None
+    """[B, k] highest logprobs, or None when no row asked for any."""
+    top_ids: torch.Tensor | None
+
+
+def nucleus_logprobs(logprobs: torch.Tensor, top_p: torch.Tensor) -> torch.Tensor:
+    """Mask tokens outside each row's top-p nucleus and renormalise; the top token always stays."""
+    sorted_lp, order = logprobs.sort(dim=-1, descending=True)
+    probs = sorted_lp.exp()
+    mass_before = probs.cumsum(dim=-1) - probs
+    drop_sorted = mass_before >= top_p.unsqueeze(1)
+    drop = torch.zeros_like(drop_sorted).scatter_(1, order, drop_sorted)
+    masked = logprobs.masked_fill(drop, float("-inf"))
+    return masked - masked.logsumexp(dim=-1, keepdim=True)
+
+
+def sample(
+    logits: torch.Tensor,
+    temperature: torch.Tensor,
+    top_p: torch.Tensor,
+    generators: list[torch.Generator | None],
+    default_generator: torch.Generator,
+    top_k_logprobs: int,
+) -> SampledTokens:
+    """Sample one token per row of `logits` [B, V] (float32).
+
+    `generators[i]` is row i's own generator when its request gave a seed, so its tokens do not depend on
+    which other requests share the batch; other rows draw from `default_generator`.
+    """
+    greedy = temperature == 0
+    logits = logits.float()
+    if bool(greedy.all()):
+        token_ids = logits.argmax(dim=-1)
+        logprobs = logits.log_softmax(dim=-1)
+    else:
+        scale = torch.where(greedy, torch.ones_like(temperature), temperature)
+        logprobs = (logits / scale.unsqueeze(1)).log_softmax(dim=-1)
+        filtered = top_p < 1
+        if bool((filtered & ~greedy).any()):
+            logprobs = nucleus_logprobs(logprobs, torch.where(greedy, torch.ones_like(top_p), top_p))
+        # Exponential race: argmax p / E with E ~ Exp(1) draws from p, with one noise tensor per step.
+        noise = torch.empty_like(logprobs).exponential_(generator=default_generator)
+        for row, generator in enumerate(generators):
+            if generator is not None:
+                noise[row].exponential_(generator=generator)
+        sampled = (logprobs - noise.log()).argmax(dim=-1)
+        token_ids = torch.where(greedy, logits.argmax(dim=-1), sampled)
+    chosen = logprobs.gather(1, token_ids.unsqueeze(1)).squeeze(1)
+    top_values = top_ids = None
+    if top_k_logprobs > 0:
+        top_values, top_ids = logprobs.topk(top_k_logprobs, dim=-1)
+    return SampledTokens(token_ids, chosen, top_values, top_ids)

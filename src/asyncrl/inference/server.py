@@ -1,0 +1,403 @@
+"""`asyncrl inference`: the OpenAI-compatible HTTP server (routes validate, call the backend, shape)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import AsyncIterator
+from contextlib import aclosing, asynccontextmanager
+from typing import Any
+
+import uvicorn
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from jinja2 import TemplateError
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from transformers import GenerationConfig, PreTrainedTokenizerBase
+
+from asyncrl.config import InferenceServerConfig
+from asyncrl.inference.backend import (
+    Backend,
+    EngineDeadError,
+    InvalidRequestError,
+    SamplingParams,
+    SequenceDelta,
+    WeightUpdateError,
+)
+from asyncrl.inference.metrics import engine_registry
+from asyncrl.inference.protocol import (
+    APIError,
+    ChatCompletionRequest,
+    CompletionRequest,
+    UpdateWeightsRequest,
+    new_id,
+    now,
+)
+from asyncrl.inference.responses import (
+    ChoiceState,
+    TokenTexts,
+    chat_logprobs,
+    completion_logprobs,
+    usage,
+)
+from asyncrl.models import load_tokenizer, resolve_model_path
+
+log = logging.getLogger("asyncrl.inference")
+
+
+class Served:
+    """What the routes share: the backend, the tokenizer and the model's identity."""
+
+    def __init__(self, backend: Backend, tokenizer: PreTrainedTokenizerBase, name: str, eos: tuple[int, ...]):
+        self.backend = backend
+        self.tokenizer = tokenizer
+        self.name = name
+        self.eos_token_ids = eos
+        self.token_text = TokenTexts(tokenizer)
+        self.weights_lock = asyncio.Lock()
+
+    def check_model(self, model: str | None) -> None:
+        if model is not None and model != self.name:
+            raise APIError(
+                404,
+                f"model {model!r} does not exist; this server serves {self.name!r}",
+                "model",
+                "model_not_found",
+            )
+
+    def sampling_params(
+        self,
+        request: CompletionRequest | ChatCompletionRequest,
+        prompt_len: int,
+        max_tokens: int | None,
+        top_logprobs: int,
+    ) -> SamplingParams:
+        limit = self.backend.max_model_len
+        prompt_param = "messages" if isinstance(request, ChatCompletionRequest) else "prompt"
+        if prompt_len >= limit:
+            raise APIError(
+                400,
+                f"the prompt has {prompt_len} tokens; this model's context window is {limit} "
+                "tokens, which must also hold at least one completion token",
+                prompt_param,
+            )
+        if prompt_len == 0:
+            raise APIError(400, "the prompt is empty", prompt_param)
+        if max_tokens is None:
+            max_tokens = limit - prompt_len
+        elif prompt_len + max_tokens > limit:
+            raise APIError(
+                400,
+                f"max_tokens={max_tokens} plus the prompt's {prompt_len} tokens exceeds this "
+                f"model's context window of {limit} tokens; lower max_tokens",
+                "max_tokens",
+            )
+        return SamplingParams(
+            max_tokens=max_tokens,
+            temperature=request.temperature,
+            top_p=request.top_p,
+            seed=request.seed,
+            top_logprobs=top_logprobs,
+            stop=request.stop_strings(),
+            stop_token_ids=self.eos_token_ids,
+            ignore_eos=request.ignore_eos,
+        )
+
+    def check_token_ids(self, ids: list[int]) -> list[int]:
+        vocab = len(self.tokenizer)
+        bad = [t for t in ids if not 0 <= t < vocab]
+        if bad:
+            raise APIError(400, f"prompt token id {bad[0]} is outside the vocabulary [0, {vocab})", "prompt")
+        return ids
+
+
+def create_app(
+    backend: Backend, tokenizer: PreTrainedTokenizerBase, name: str, eos: tuple[int, ...]
+) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await backend.start()
+        yield
+        await backend.stop()
+
+    app = FastAPI(title="asyncrl inference", lifespan=lifespan)
+    served = Served(backend, tokenizer, name, eos)
+    registry = engine_registry(backend)
+
+    @app.exception_handler(APIError)
+    async def api_error(_: Request, e: APIError) -> JSONResponse:
+        return JSONResponse(e.body(), status_code=e.status)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(_: Request, e: RequestValidationError) -> JSONResponse:
+        first = e.errors()[0]
+        loc = [str(p) for p in first["loc"] if p != "body"]
+        param = ".".join(loc) or None
+        message = f"{param}: {first['msg']}" if param else first["msg"]
+        return JSONResponse(APIError(400, message, param).body(), status_code=400)
+
+    @app.exception_handler(EngineDeadError)
+    async def engine_dead(_: Request, e: EngineDeadError) -> JSONResponse:
+        return JSONResponse(APIError(503, str(e)).body(), status_code=503)
+
+    @app.get("/health")
+    async def health() -> JSONResponse:
+        stats = backend.stats()
+        return JSONResponse({"status": "ok", "policy_version": stats.policy_version})
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/v1/models")
+    async def models() -> dict[str, Any]:
+        card = {
+            "id": name,
+            "object": "model",
+            "created": now(),
+            "owned_by": "asyncrl",
+            "max_model_len": backend.max_model_len,
+        }
+        return {"object": "list", "data": [card]}
+
+    @app.post("/update_weights")
+    async def update_weights(request: UpdateWeightsRequest) -> dict[str, Any]:
+        async with served.weights_lock:
+            try:
+                seconds = await backend.update_weights(request.path, request.version)
+            except WeightUpdateError as e:
+                raise APIError(400, f"{e}; the old weights keep serving", "path") from None
+        log.info("weights v%d from %s swapped in %.3fs", request.version, request.path, seconds)
+        return {"status": "ok", "policy_version": request.version, "seconds": seconds}
+
+    @app.post("/v1/completions")
+    async def completions(request: CompletionRequest) -> Response:
+        served.check_model(request.model)
+        prompts = _completion_prompts(served, request.prompt)
+        top = request.logprobs or 0
+        params = [served.sampling_params(request, len(p), request.max_tokens, top) for p in prompts]
+        return await _respond(served, request, prompts, params, "cmpl")
+
+    @app.post("/v1/chat/completions")
+    async def chat_completions(request: ChatCompletionRequest) -> Response:
+        served.check_model(request.model)
+        try:
+            prompt = tokenizer.apply_chat_template(
+                request.messages,
+                tools=request.tools,
+                add_generation_prompt=request.add_generation_prompt and not request.continue_final_message,
+                continue_final_message=request.continue_final_message,
+                tokenize=True,
+                return_dict=False,
+            )
+        except (TemplateError, KeyError, TypeError, ValueError) as e:
+            raise APIError(
+                400, f"messages cannot be rendered by the chat template: {e}", "messages"
+            ) from None
+        max_tokens = request.max_completion_tokens or request.max_tokens
+        top = (request.top_logprobs or 0) if request.logprobs else 0
+        params = [served.sampling_params(request, len(prompt), max_tokens, top)]
+        return await _respond(served, request, [list(prompt)], params, "chatcmpl")
+
+    return app
+
+
+def _completion_prompts(
+    served: Served, prompt: str | list[str] | list[int] | list[list[int]]
+) -> list[list[int]]:
+    if isinstance(prompt, str):
+        prompt = [prompt]
+    if not prompt:
+        raise APIError(400, "prompt is empty", "prompt")
+    if all(isinstance(p, int) for p in prompt):
+        return [served.check_token_ids(list(prompt))]  # type: ignore[arg-type]
+    return [
+        served.check_token_ids(p)
+        if isinstance(p, list)
+        else served.tokenizer.encode(p, add_special_tokens=False)
+        for p in prompt  # type: ignore[union-attr]
+    ]
+
+
+async def _merged(streams: list[AsyncIterator[SequenceDelta]]) -> AsyncIterator[tuple[int, SequenceDelta]]:
+    """Deltas of several prompts' generations as they come, tagged with the prompt's index. Closing this
+    iterator closes (and so aborts) all of them."""
+    if len(streams) == 1:
+        async with aclosing(streams[0]) as only:
+            async for delta in only:
+                yield 0, delta
+        return
+    queue: asyncio.Queue = asyncio.Queue()
+
+    async def pump(i: int, stream: AsyncIterator[SequenceDelta]) -> None:
+        try:
+            async with aclosing(stream):
+                async for delta in stream:
+                    queue.put_nowait((i, delta))
+            queue.put_nowait((i, None))
+        except Exception as e:  # noqa: BLE001 - re-raised by the consumer below
+            queue.put_nowait((i, e))
+
+    tasks = [asyncio.create_task(pump(i, s)) for i, s in enumerate(streams)]
+    try:
+        remaining = len(tasks)
+        while remaining:
+            i, item = await queue.get()
+            if item is None:
+                remaining -= 1
+            elif isinstance(item, Exception):
+                raise item
+            else:
+                yield i, item
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def _respond(
+    served: Served,
+    request: CompletionRequest | ChatCompletionRequest,
+    prompts: list[list[int]],
+    params: list[SamplingParams],
+    kind: str,
+) -> Response:
+    n = request.n
+    streams = [
+        served.backend.generate(p, sp, n, request.stream) for p, sp in zip(prompts, params, strict=True)
+    ]
+    stops = params[0].stop
+    states = [ChoiceState(index=i * n + j, stops=stops) for i in range(len(prompts)) for j in range(n)]
+    prompt_of = [i for i in range(len(prompts)) for _ in range(n)]
+    shape = _ChoiceShaper(served, request, kind)
+    if request.stream:
+        events = _stream_events(served, request, prompts, streams, states, shape)
+        return StreamingResponse(events, media_type="text/event-stream")
+    try:
+        async for i, delta in _merged(streams):
+            states[i * n + delta.index].add(delta)
+    except InvalidRequestError as e:
+        raise APIError(400, str(e), "n") from None
+    version = served.backend.policy_version
+    choices = [shape.full(s, prompts[prompt_of[s.index]], version) for s in states]
+    body = {
+        "id": new_id(kind),  # type: ignore[arg-type]
+        "object": "text_completion" if kind == "cmpl" else "chat.completion",
+        "created": now(),
+        "model": served.name,
+        "choices": choices,
+        "usage": usage(sum(map(len, prompts)), sum(len(s.token_ids) for s in states)),
+    }
+    return JSONResponse(body)
+
+
+class _ChoiceShaper:
+    """Builds a choice (whole, or a stream chunk of it) for completions or chat."""
+
+    def __init__(self, served: Served, request: CompletionRequest | ChatCompletionRequest, kind: str) -> None:
+        self.served = served
+        self.request = request
+        self.chat = kind == "chatcmpl"
+        if isinstance(request, ChatCompletionRequest):
+            self.want_logprobs, self.top = request.logprobs, request.top_logprobs or 0
+        else:
+            self.want_logprobs, self.top = request.logprobs is not None, request.logprobs or 0
+
+    def _logprobs(self, state: ChoiceState, start: int) -> dict[str, Any] | None:
+        if not self.want_logprobs:
+            return None
+        build = chat_logprobs if self.chat else completion_logprobs
+        return build(state, self.served.token_text, start, self.top)
+
+    def full(self, state: ChoiceState, prompt: list[int], version: int) -> dict[str, Any]:
+        text = state.text(self.served.tokenizer)
+        choice: dict[str, Any] = {"index": state.index}
+        if self.chat:
+            choice["message"] = {"role": "assistant", "content": text}
+        else:
+            choice["text"] = text
+        choice["logprobs"] = self._logprobs(state, 0)
+        choice["finish_reason"] = state.finish_reason
+        choice.update(state.extensions(prompt, self.request.return_token_ids, version))
+        return choice
+
+    def chunk(self, state: ChoiceState, prompt: list[int], version: int) -> dict[str, Any]:
+        start = state.sent_tokens
+        text = state.unsent_text(self.served.tokenizer)
+        choice: dict[str, Any] = {"index": state.index}
+        if self.chat:
+            choice["delta"] = {"content": text} if start else {"role": "assistant", "content": text}
+        else:
+            choice["text"] = text
+        choice["logprobs"] = self._logprobs(state, start)
+        choice["finish_reason"] = state.finish_reason
+        if self.request.return_token_ids:
+            choice["token_ids"] = state.token_ids[start:]
+            choice["token_policy_versions"] = state.policy_versions[start:]
+            if start == 0:
+                choice["prompt_token_ids"] = prompt
+        if state.finish_reason is not None:
+            choice["policy_version"] = state.policy_version(version)
+        state.sent_tokens = len(state.token_ids)
+        return choice
+
+
+async def _stream_events(
+    served: Served,
+    request: CompletionRequest | ChatCompletionRequest,
+    prompts: list[list[int]],
+    streams: list[AsyncIterator[SequenceDelta]],
+    states: list[ChoiceState],
+    shape: _ChoiceShaper,
+) -> AsyncIterator[str]:
+    n = request.n
+    head = {
+        "id": new_id("chatcmpl" if shape.chat else "cmpl"),
+        "object": "chat.completion.chunk" if shape.chat else "text_completion",
+        "created": now(),
+        "model": served.name,
+    }
+    try:
+        async for i, delta in _merged(streams):
+            state = states[i * n + delta.index]
+            state.add(delta)
+            choice = shape.chunk(state, prompts[i], served.backend.policy_version)
+            yield _sse({**head, "choices": [choice]})
+        if request.stream_options and request.stream_options.include_usage:
+            used = usage(sum(map(len, prompts)), sum(len(s.token_ids) for s in states))
+            yield _sse({**head, "choices": [], "usage": used})
+    except (InvalidRequestError, EngineDeadError) as e:
+        status = 400 if isinstance(e, InvalidRequestError) else 503
+        yield _sse(APIError(status, str(e)).body())
+    yield "data: [DONE]\n\n"
+
+
+def _sse(payload: dict[str, Any]) -> str:
+    return f"data: {json.dumps(payload)}\n\n"
+
+
+def eos_token_ids(model_dir: str, tokenizer: PreTrainedTokenizerBase) -> tuple[int, ...]:
+    """The ids that end a completion: the generation config's EOS ids, else the tokenizer's."""
+    try:
+        eos = GenerationConfig.from_pretrained(model_dir).eos_token_id
+    except OSError:
+        eos = None
+    if eos is None:
+        eos = tokenizer.eos_token_id
+    ids = [eos] if isinstance(eos, int) else list(eos or [])
+    return tuple(ids)
+
+
+def serve(config: InferenceServerConfig) -> None:
+    """Run the server until interrupted. Model problems surface here, before the port is bound."""
+    from asyncrl.inference.engine import TorchEngine
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    model_dir = str(resolve_model_path(config.model.path))
+    tokenizer = load_tokenizer(config.model.path)
+    backend = TorchEngine(config.model.path, config.model.dtype, config.inference, config.seed)
+    name = config.inference.served_model_name or config.model.path
+    app = create_app(backend, tokenizer, name, eos_token_ids(model_dir, tokenizer))
+    uvicorn.run(app, host=config.inference.host, port=config.inference.port, log_level="warning")

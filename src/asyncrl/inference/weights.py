@@ -1,0 +1,43 @@
+"""Reading a new policy's weights from an HF dir, checked against the serving model before any swap."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file
+
+from asyncrl.inference.backend import WeightUpdateError
+
+
+def read_weights(path: str, model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """Load every tensor of `path`/*.safetensors, cast to the model's dtype, and check that together they
+    cover each parameter of `model` with the same shape. Raises WeightUpdateError otherwise."""
+    directory = Path(path)
+    if not directory.is_dir():
+        raise WeightUpdateError(f"weights dir {path} does not exist")
+    files = sorted(directory.glob("*.safetensors"))
+    if not files:
+        raise WeightUpdateError(f"{path} holds no *.safetensors files")
+    tensors: dict[str, torch.Tensor] = {}
+    for file in files:
+        try:
+            tensors.update(load_file(str(file)))
+        except (SafetensorError, OSError) as e:
+            raise WeightUpdateError(f"cannot read {file}: {e}") from None
+    expected = dict(model.named_parameters())
+    tied = getattr(model.config, "tie_word_embeddings", False)
+    for name, param in expected.items():
+        if name not in tensors:
+            if tied and name == "lm_head.weight":
+                continue
+            raise WeightUpdateError(
+                f"{path} has no tensor {name!r}: it is not a checkpoint of the served model"
+            )
+        if tensors[name].shape != param.shape:
+            raise WeightUpdateError(
+                f"{path}: {name} has shape {tuple(tensors[name].shape)}, the served model "
+                f"{tuple(param.shape)}: it is a model of another shape"
+            )
+    return {name: tensors[name].to(param.dtype) for name, param in expected.items() if name in tensors}

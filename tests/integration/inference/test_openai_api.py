@@ -1,0 +1,165 @@
+"""The official `openai` client against a real server serving the tiny model."""
+
+from __future__ import annotations
+
+import httpx
+import openai
+import pytest
+
+
+@pytest.fixture(scope="module")
+def client(server) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{server.url}/v1", api_key="unused", max_retries=0)
+
+
+CHAT = [{"role": "system", "content": "Reverse the text."}, {"role": "user", "content": "hello world"}]
+
+
+def test_chat_with_n_returns_n_choices(client):
+    out = client.chat.completions.create(model="tiny", messages=CHAT, n=4, max_tokens=12, temperature=1.0)
+    assert [c.index for c in out.choices] == [0, 1, 2, 3]
+    for choice in out.choices:
+        assert choice.message.role == "assistant"
+        assert isinstance(choice.message.content, str)
+        assert choice.finish_reason in ("stop", "length")
+    assert out.usage.completion_tokens >= 4
+    assert out.usage.total_tokens == out.usage.prompt_tokens + out.usage.completion_tokens
+
+
+def test_chat_logprobs_with_top_logprobs(client):
+    out = client.chat.completions.create(
+        model="tiny", messages=CHAT, max_tokens=8, logprobs=True, top_logprobs=3, temperature=0.8
+    )
+    content = out.choices[0].logprobs.content
+    assert len(content) == out.usage.completion_tokens
+    for item in content:
+        assert item.logprob <= 0
+        assert len(item.top_logprobs) == 3
+        assert item.top_logprobs[0].logprob >= item.logprob - 1e-6
+
+
+def test_streaming_chat_yields_the_same_text_as_its_chunks(client):
+    stream = client.chat.completions.create(
+        model="tiny",
+        messages=CHAT,
+        max_tokens=20,
+        temperature=0,
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    chunks = list(stream)
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    finish = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
+    assert finish and finish[-1] in ("stop", "length")
+    assert chunks[-1].usage is not None
+    whole = client.chat.completions.create(model="tiny", messages=CHAT, max_tokens=20, temperature=0)
+    assert text == whole.choices[0].message.content
+
+
+def test_return_token_ids_and_policy_version(client):
+    out = client.completions.create(
+        model="tiny", prompt="abc", max_tokens=6, temperature=0, extra_body={"return_token_ids": True}
+    )
+    choice = out.choices[0].model_dump()
+    assert choice["prompt_token_ids"] == list(b"abc")
+    assert len(choice["token_ids"]) == out.usage.completion_tokens
+    assert choice["policy_version"] == 0
+    assert choice["token_policy_versions"] == [0] * len(choice["token_ids"])
+
+
+def test_prompt_as_token_ids_equals_prompt_as_text(client):
+    by_text = client.completions.create(model="tiny", prompt="xyz", max_tokens=8, temperature=0)
+    by_ids = client.completions.create(model="tiny", prompt=list(b"xyz"), max_tokens=8, temperature=0)
+    assert by_text.choices[0].text == by_ids.choices[0].text
+
+
+def test_completion_logprobs_and_several_prompts(client):
+    out = client.completions.create(model="tiny", prompt=["ab", "cde"], n=2, max_tokens=5, logprobs=2)
+    assert [c.index for c in out.choices] == [0, 1, 2, 3]
+    for choice in out.choices:
+        assert len(choice.logprobs.token_logprobs) == len(choice.logprobs.tokens)
+        assert all(len(t) <= 2 for t in choice.logprobs.top_logprobs)
+
+
+def test_stop_string_cuts_the_text(client):
+    free = client.completions.create(model="tiny", prompt="q", max_tokens=30, temperature=0)
+    text = free.choices[0].text
+    if len(text) < 4:
+        pytest.skip("the tiny model stopped too early to pick a stop string")
+    stop = text[2:4]
+    out = client.completions.create(model="tiny", prompt="q", max_tokens=30, temperature=0, stop=[stop])
+    assert out.choices[0].text == text[: text.find(stop)]
+    assert out.choices[0].finish_reason == "stop"
+
+
+def test_seed_makes_sampling_reproducible(client):
+    a = client.completions.create(model="tiny", prompt="s", max_tokens=16, temperature=1.0, seed=11)
+    b = client.completions.create(model="tiny", prompt="s", max_tokens=16, temperature=1.0, seed=11)
+    assert a.choices[0].text == b.choices[0].text
+
+
+def test_models_health_and_metrics(server, client):
+    assert [m.id for m in client.models.list().data] == ["tiny"]
+    assert httpx.get(f"{server.url}/health").json()["status"] == "ok"
+    metrics = httpx.get(f"{server.url}/metrics").text
+    for name in (
+        "asyncrl_generation_tokens_total",
+        "asyncrl_requests_running",
+        "asyncrl_requests_waiting",
+        "asyncrl_batch_size_mean",
+        "asyncrl_kv_cache_usage",
+        "asyncrl_weight_version",
+    ):
+        assert name in metrics
+
+
+@pytest.mark.parametrize(
+    ("body", "param"),
+    [
+        ({"model": "tiny", "prompt": "a", "max_tokens": -1}, "max_tokens"),
+        ({"model": "tiny", "prompt": "a", "max_tokens": 10**9}, "max_tokens"),
+        ({"model": "tiny", "prompt": "a", "n": 0}, "n"),
+        ({"model": "tiny", "prompt": "a", "temperature": -0.5}, "temperature"),
+        ({"model": "tiny", "prompt": "a", "top_p": 0}, "top_p"),
+        ({"model": "tiny", "prompt": "x" * 5000}, "prompt"),
+        ({"model": "tiny", "prompt": [1, 99999]}, "prompt"),
+        ({"model": "tiny"}, "prompt"),
+    ],
+)
+def test_bad_completion_requests_get_400_with_an_openai_error(server, body, param):
+    response = httpx.post(f"{server.url}/v1/completions", json=body, timeout=30)
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert error["type"] == "invalid_request_error"
+    assert error["param"] == param
+    assert error["message"]
+
+
+def test_malformed_json_gets_400(server):
+    response = httpx.post(
+        f"{server.url}/v1/chat/completions",
+        content=b"{not json",
+        headers={"content-type": "application/json"},
+    )
+    assert response.status_code == 400
+    assert "error" in response.json()
+
+
+def test_unknown_model_gets_404(client):
+    with pytest.raises(openai.NotFoundError) as info:
+        client.chat.completions.create(model="gpt-9", messages=CHAT)
+    assert info.value.body["code"] == "model_not_found"
+
+
+def test_openai_client_sees_bad_input_as_bad_request(client):
+    with pytest.raises(openai.BadRequestError):
+        client.chat.completions.create(model="tiny", messages=CHAT, max_tokens=100000)
+    with pytest.raises(openai.BadRequestError):
+        client.chat.completions.create(model="tiny", messages=[])
+
+
+def test_server_keeps_serving_after_bad_input(server, client):
+    httpx.post(f"{server.url}/v1/completions", content=b"\x00garbage")
+    httpx.post(f"{server.url}/v1/completions", json={"prompt": "a", "n": -3})
+    out = client.completions.create(model="tiny", prompt="ok", max_tokens=3)
+    assert out.choices[0].finish_reason in ("stop", "length")

@@ -1,0 +1,135 @@
+"""`/update_weights` swaps a new policy in while requests are in flight, and refuses bad weights."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import json
+import threading
+from pathlib import Path
+
+import httpx
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, Qwen2Config, Qwen2ForCausalLM
+
+LONG = 1500
+
+
+@pytest.fixture(scope="module")
+def perturbed_dir(tmp_path_factory, tiny_dir: Path) -> Path:
+    """The tiny model with noise added to every weight: the same shape, a different policy."""
+    model = AutoModelForCausalLM.from_pretrained(tiny_dir)
+    torch.manual_seed(1)
+    with torch.no_grad():
+        for param in model.parameters():
+            param.add_(torch.randn_like(param) * 0.5)
+    out = tmp_path_factory.mktemp("perturbed")
+    model.save_pretrained(out)
+    return out
+
+
+@pytest.fixture()
+def fresh_server(start_server):
+    return start_server("--model.path", "tiny")
+
+
+def _greedy(url: str, prompt: str = "weights", max_tokens: int = 24) -> dict:
+    body = {
+        "model": "tiny",
+        "prompt": prompt,
+        "max_tokens": max_tokens,
+        "temperature": 0,
+        "return_token_ids": True,
+    }
+    response = httpx.post(f"{url}/v1/completions", json=body, timeout=120)
+    assert response.status_code == 200, response.text
+    return response.json()["choices"][0]
+
+
+def _stream(url: str, prompt: str, n: int, started: threading.Event) -> list[dict]:
+    """Stream a long greedy completion; set `started` once every choice has a token; return the choices."""
+    body = {
+        "model": "tiny",
+        "prompt": prompt,
+        "n": n,
+        "max_tokens": LONG,
+        "temperature": 0,
+        "ignore_eos": True,
+        "stream": True,
+        "return_token_ids": True,
+    }
+    choices = [{"token_ids": [], "token_policy_versions": []} for _ in range(n)]
+    with httpx.stream("POST", f"{url}/v1/completions", json=body, timeout=120) as response:
+        for line in response.iter_lines():
+            if not line.startswith("data: ") or line == "data: [DONE]":
+                continue
+            event = json.loads(line[6:])
+            assert "choices" in event, event
+            chunk = event["choices"][0]
+            choice = choices[chunk["index"]]
+            choice["token_ids"] += chunk["token_ids"]
+            choice["token_policy_versions"] += chunk["token_policy_versions"]
+            choice.update({k: chunk[k] for k in ("finish_reason", "policy_version") if k in chunk})
+            if all(c["token_ids"] for c in choices):
+                started.set()
+    return choices
+
+
+@pytest.mark.slow
+def test_update_weights_keeps_requests_running(fresh_server, perturbed_dir):
+    before = _greedy(fresh_server.url)
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        started = [threading.Event() for _ in range(4)]
+        pending = [pool.submit(_stream, fresh_server.url, f"request {i}", 2, started[i]) for i in range(4)]
+        for event in started:  # every request is mid-generation when the new weights land
+            assert event.wait(60)
+        update = httpx.post(
+            f"{fresh_server.url}/update_weights", json={"path": str(perturbed_dir), "version": 7}, timeout=120
+        )
+        outputs = [choice for p in pending for choice in p.result()]
+    assert update.status_code == 200, update.text
+    assert update.json()["policy_version"] == 7
+
+    for out in outputs:
+        versions = out["token_policy_versions"]
+        assert len(out["token_ids"]) == len(versions) == LONG, "a request lost tokens across the update"
+        assert out["finish_reason"] == "length"
+        assert versions[0] == 0 and versions[-1] == 7, "tokens from both policies"
+        assert versions == sorted(versions), "versions only move forward within a choice"
+        assert out["policy_version"] == 0, "the choice reports its oldest policy"
+
+    # A request started after the swap is pure v7, and the new policy's tokens differ.
+    after = _greedy(fresh_server.url)
+    assert after["policy_version"] == 7
+    assert set(after["token_policy_versions"]) == {7}
+    assert after["token_ids"] != before["token_ids"]
+    assert httpx.get(f"{fresh_server.url}/health").json()["policy_version"] == 7
+    assert "asyncrl_weight_version 7.0" in httpx.get(f"{fresh_server.url}/metrics").text
+
+
+@pytest.mark.slow
+def test_bad_weight_updates_are_refused_and_old_weights_keep_serving(fresh_server, tmp_path):
+    before = _greedy(fresh_server.url)
+    other = Qwen2ForCausalLM(
+        Qwen2Config(
+            vocab_size=272,
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+        )
+    )
+    other.save_pretrained(tmp_path / "other")
+    (tmp_path / "empty").mkdir()
+    for path in (tmp_path / "missing", tmp_path / "other", tmp_path / "empty"):
+        response = httpx.post(
+            f"{fresh_server.url}/update_weights", json={"path": str(path), "version": 3}, timeout=60
+        )
+        assert response.status_code == 400, response.text
+        assert "old weights keep serving" in response.json()["error"]["message"]
+    response = httpx.post(f"{fresh_server.url}/update_weights", json={"version": 3})
+    assert response.status_code == 400
+    after = _greedy(fresh_server.url)
+    assert after["token_ids"] == before["token_ids"]
+    assert after["policy_version"] == 0

@@ -1,0 +1,103 @@
+import subprocess
+import sys
+
+import pytest
+
+from asyncrl.config import ConfigError, InferenceServerConfig, format_help, load_config
+
+
+def test_defaults_come_from_the_fields():
+    config = load_config(InferenceServerConfig, [])
+    assert config.model.path == "tiny"
+    assert config.inference.port == 8000
+
+
+def test_overrides_accept_dashes_underscores_and_equals():
+    config = load_config(
+        InferenceServerConfig,
+        ["--model.path", "some/dir", "--inference.max-num-seqs", "8", "--inference.max_prefill_tokens=99"],
+    )
+    assert config.model.path == "some/dir"
+    assert config.inference.max_num_seqs == 8
+    assert config.inference.max_prefill_tokens == 99
+
+
+def test_a_numeric_looking_string_stays_a_string():
+    config = load_config(
+        InferenceServerConfig, ["--model.path", "123", "--inference.served-model-name", "007"]
+    )
+    assert config.model.path == "123"
+    assert config.inference.served_model_name == "007"
+
+
+def test_later_files_win_and_overrides_win_over_files(tmp_path):
+    first = tmp_path / "a.toml"
+    first.write_text('seed = 1\n[inference]\nport = 9001\nhost = "0.0.0.0"\n')
+    second = tmp_path / "b.toml"
+    second.write_text("[inference]\nport = 9002\n")
+    config = load_config(InferenceServerConfig, ["-c", str(first), "--config", str(second), "--seed", "5"])
+    assert config.inference.port == 9002
+    assert config.inference.host == "0.0.0.0"
+    assert config.seed == 5
+
+
+def test_unknown_key_names_the_key_and_suggests_the_closest():
+    with pytest.raises(
+        ConfigError, match=r"unknown key 'inference.prot' \(did you mean 'inference.port'\?\)"
+    ):
+        load_config(InferenceServerConfig, ["--inference.prot", "1"])
+
+
+def test_unknown_key_in_a_file_is_reported_with_its_path(tmp_path):
+    file = tmp_path / "c.toml"
+    file.write_text("[model]\npth = 'x'\n")
+    with pytest.raises(ConfigError, match=r"unknown key 'model.pth' \(did you mean 'model.path'\?\)"):
+        load_config(InferenceServerConfig, ["-c", str(file)])
+
+
+def test_wrong_type_names_the_key_and_the_value():
+    with pytest.raises(ConfigError, match=r"inference.port: .*integer.*'abc'"):
+        load_config(InferenceServerConfig, ["--inference.port", "abc"])
+
+
+def test_out_of_range_value_is_rejected():
+    with pytest.raises(ConfigError, match=r"inference.max_num_seqs: .*greater than or equal to 1"):
+        load_config(InferenceServerConfig, ["--inference.max-num-seqs", "0"])
+
+
+def test_missing_file_and_bad_toml_are_one_line_errors(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(InferenceServerConfig, ["-c", str(tmp_path / "nope.toml")])
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[inference\n")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_config(InferenceServerConfig, ["-c", str(bad)])
+
+
+def test_option_without_value_is_an_error():
+    with pytest.raises(ConfigError, match="needs a value"):
+        load_config(InferenceServerConfig, ["--seed"])
+
+
+def test_help_lists_every_field_with_doc_and_default():
+    text = format_help(InferenceServerConfig, "inference")
+    for section in (
+        InferenceServerConfig.model_fields["model"].annotation,
+        InferenceServerConfig.model_fields["inference"].annotation,
+    ):
+        for name, field in section.model_fields.items():
+            assert f".{name} " in text
+            assert field.description and field.description in text
+    assert "(default: 8000)" in text
+
+
+def test_cli_prints_a_one_line_error_and_exits_2_on_bad_config():
+    result = subprocess.run(
+        [sys.executable, "-m", "asyncrl.cli", "inference", "--inference.port", "x"],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().count("\n") == 0
+    assert "inference.port" in result.stderr
+    assert "Traceback" not in result.stderr
