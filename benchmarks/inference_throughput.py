@@ -36,7 +36,7 @@ def make_workload(n: int, short: int, seed: int) -> list[tuple[list[int], int]]:
 
 
 async def run_engine(model: str, workload: list[tuple[list[int], int]], inflight: int) -> float:
-    engine = TorchEngine(model, "float32", InferenceConfig(max_num_seqs=inflight, max_prefill_tokens=4096))
+    engine = TorchEngine(model, "float32", InferenceConfig(max_num_seqs=inflight))
     await engine.start()
     pending = iter(workload)
     useful = 0

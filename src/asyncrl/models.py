@@ -20,6 +20,10 @@ from transformers import (
     Qwen2Config,
     Qwen2ForCausalLM,
 )
+from transformers.utils import logging as hf_logging
+
+# Loading a small model is instant; transformers' per-load progress bars only clutter process logs.
+hf_logging.disable_progress_bar()
 
 TINY_MODEL_NAME = "tiny"
 # Bump the suffix whenever the tiny model's recipe changes, so stale caches are never reused.
