@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from contextlib import aclosing, asynccontextmanager
 from typing import Any
 
@@ -173,15 +173,15 @@ def create_app(
         return {"status": "ok", "policy_version": request.version, "seconds": seconds}
 
     @app.post("/v1/completions")
-    async def completions(request: CompletionRequest) -> Response:
+    async def completions(request: CompletionRequest, raw: Request) -> Response:
         served.check_model(request.model)
         prompts = _completion_prompts(served, request.prompt)
         top = request.logprobs or 0
         params = [served.sampling_params(request, len(p), request.max_tokens, top) for p in prompts]
-        return await _respond(served, request, prompts, params, "cmpl")
+        return await _respond(raw, served, request, prompts, params, "cmpl")
 
     @app.post("/v1/chat/completions")
-    async def chat_completions(request: ChatCompletionRequest) -> Response:
+    async def chat_completions(request: ChatCompletionRequest, raw: Request) -> Response:
         served.check_model(request.model)
         try:
             prompt = tokenizer.apply_chat_template(
@@ -199,7 +199,7 @@ def create_app(
         max_tokens = request.max_completion_tokens or request.max_tokens
         top = (request.top_logprobs or 0) if request.logprobs else 0
         params = [served.sampling_params(request, len(prompt), max_tokens, top)]
-        return await _respond(served, request, [list(prompt)], params, "chatcmpl")
+        return await _respond(raw, served, request, [list(prompt)], params, "chatcmpl")
 
     return app
 
@@ -257,7 +257,35 @@ async def _merged(streams: list[AsyncIterator[SequenceDelta]]) -> AsyncIterator[
         await asyncio.gather(*tasks, return_exceptions=True)
 
 
+async def _collect(streams: list[AsyncIterator[SequenceDelta]], states: list[ChoiceState], n: int) -> None:
+    async with aclosing(_merged(streams)) as deltas:
+        async for i, delta in deltas:
+            states[i * n + delta.index].add(delta)
+
+
+async def _unless_disconnected(raw: Request, work: Coroutine[Any, Any, None]) -> bool:
+    """Run `work` unless the client disconnects first, in which case cancel it (aborting generation, so
+    a timed-out client does not keep the engine busy). True when `work` finished."""
+
+    async def client_gone() -> None:
+        while (await raw.receive())["type"] != "http.disconnect":
+            pass
+
+    task = asyncio.create_task(work)
+    watcher = asyncio.create_task(client_gone())
+    done, _ = await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    watcher.cancel()
+    await asyncio.gather(watcher, return_exceptions=True)
+    if task in done:
+        task.result()
+        return True
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    return False
+
+
 async def _respond(
+    raw: Request,
     served: Served,
     request: CompletionRequest | ChatCompletionRequest,
     prompts: list[list[int]],
@@ -276,10 +304,12 @@ async def _respond(
         events = _stream_events(served, request, prompts, streams, states, shape)
         return StreamingResponse(events, media_type="text/event-stream")
     try:
-        async for i, delta in _merged(streams):
-            states[i * n + delta.index].add(delta)
+        finished = await _unless_disconnected(raw, _collect(streams, states, n))
     except InvalidRequestError as e:
         raise APIError(400, str(e), "n") from None
+    if not finished:
+        log.info("client went away; its request was aborted")
+        return Response(status_code=499)
     version = served.backend.policy_version
     choices = [shape.full(s, prompts[prompt_of[s.index]], version) for s in states]
     body = {

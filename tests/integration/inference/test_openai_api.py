@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import time
+
 import httpx
 import openai
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 
 @pytest.fixture(scope="module")
@@ -163,3 +168,38 @@ def test_server_keeps_serving_after_bad_input(server, client):
     httpx.post(f"{server.url}/v1/completions", json={"prompt": "a", "n": -3})
     out = client.completions.create(model="tiny", prompt="ok", max_tokens=3)
     assert out.choices[0].finish_reason in ("stop", "length")
+
+
+def _metric(url: str, name: str) -> float:
+    for family in text_string_to_metric_families(httpx.get(f"{url}/metrics").text):
+        for sample in family.samples:
+            if sample.name == name:
+                return sample.value
+    raise KeyError(name)
+
+
+def test_a_client_that_goes_away_has_its_request_aborted(server):
+    before = _metric(server.url, "asyncrl_generation_tokens_total")
+    body = {"model": "tiny", "prompt": "long", "max_tokens": 2000, "ignore_eos": True, "n": 4}
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(f"{server.url}/v1/completions", json=body, timeout=0.5)
+    deadline = time.monotonic() + 20
+    while _metric(server.url, "asyncrl_requests_running") and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _metric(server.url, "asyncrl_requests_running") == 0, (
+        "the engine kept generating for a client that left"
+    )
+    assert _metric(server.url, "asyncrl_generation_tokens_total") - before < 4 * 2000
+
+
+def test_model_path_that_is_not_a_model_fails_at_start_up(tmp_path):
+    for path in (tmp_path / "missing", tmp_path):
+        result = subprocess.run(
+            [sys.executable, "-m", "asyncrl.cli", "inference", "--model.path", str(path)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert result.returncode == 1
+        assert str(path) in result.stderr
+        assert "Traceback" not in result.stderr

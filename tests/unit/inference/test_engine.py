@@ -1,0 +1,135 @@
+"""The torch engine in-process: scheduling, aborts, queueing and reproducibility on the tiny model."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from asyncrl.config import InferenceConfig
+from asyncrl.inference.backend import EngineDeadError, InvalidRequestError, SamplingParams
+from asyncrl.inference.engine import TorchEngine
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+async def _started(**config) -> TorchEngine:
+    engine = TorchEngine("tiny", "float32", InferenceConfig(**config))
+    await engine.start()
+    return engine
+
+
+async def _generate(engine: TorchEngine, prompt: list[int], n: int = 1, **params) -> list[list[int]]:
+    choices: list[list[int]] = [[] for _ in range(n)]
+    async for delta in engine.generate(prompt, SamplingParams(**params), n=n):
+        choices[delta.index] += delta.token_ids
+    return choices
+
+
+def test_more_requests_than_rows_queue_and_all_finish():
+    async def main():
+        engine = await _started(max_num_seqs=3)
+        outs = await asyncio.gather(
+            *(_generate(engine, list(b"queue %d" % i), max_tokens=10, ignore_eos=True) for i in range(10))
+        )
+        stats = engine.stats()
+        await engine.stop()
+        return outs, stats
+
+    outs, stats = run(main())
+    assert all(len(o[0]) == 10 for o in outs)
+    assert stats.running == 0 and stats.waiting == 0
+    assert stats.batch_size_mean <= 3
+
+
+def test_greedy_output_does_not_depend_on_batch_neighbours():
+    async def main():
+        engine = await _started()
+        alone = await _generate(engine, list(b"same prompt"), max_tokens=30, temperature=0)
+        crowd = await asyncio.gather(
+            *(
+                _generate(engine, list(b"other %d" % i * (i + 1)), max_tokens=40, temperature=0)
+                for i in range(8)
+            ),
+            _generate(engine, list(b"same prompt"), max_tokens=30, temperature=0),
+        )
+        await engine.stop()
+        return alone, crowd[-1]
+
+    alone, crowded = run(main())
+    assert alone == crowded
+
+
+def test_seeded_choices_are_reproducible_and_distinct():
+    async def main():
+        engine = await _started()
+        first = await _generate(
+            engine, list(b"seed"), n=3, max_tokens=20, temperature=1.0, seed=5, ignore_eos=True
+        )
+        again = await _generate(
+            engine, list(b"seed"), n=3, max_tokens=20, temperature=1.0, seed=5, ignore_eos=True
+        )
+        await engine.stop()
+        return first, again
+
+    first, again = run(main())
+    assert first == again
+    assert len({tuple(c) for c in first}) == 3
+
+
+def test_closing_the_stream_aborts_the_request_and_frees_its_rows():
+    async def main():
+        engine = await _started()
+        stream = engine.generate(list(b"abort me"), SamplingParams(max_tokens=1000, ignore_eos=True), 2, True)
+        async for _ in stream:
+            break
+        await stream.aclose()
+        for _ in range(100):
+            if engine.stats().running == 0:
+                break
+            await asyncio.sleep(0.02)
+        stats = engine.stats()
+        await engine.stop()
+        return stats
+
+    stats = run(main())
+    assert stats.running == 0
+    assert stats.tokens_generated < 2000
+
+
+def test_max_tokens_and_context_window_end_a_sequence_with_length():
+    async def main():
+        engine = await _started(max_model_len=40)
+        deltas = [
+            d async for d in engine.generate(list(range(30)), SamplingParams(max_tokens=100, ignore_eos=True))
+        ]
+        await engine.stop()
+        return deltas
+
+    deltas = run(main())
+    assert deltas[-1].finish_reason == "length"
+    assert len(deltas[-1].token_ids) == 10  # 30 prompt + 10 completion fill the 40-token window
+
+
+def test_n_beyond_the_batch_rows_is_refused():
+    async def main():
+        engine = await _started(max_num_seqs=2)
+        try:
+            with pytest.raises(InvalidRequestError, match="max_num_seqs"):
+                await _generate(engine, [1, 2], n=3, max_tokens=2)
+        finally:
+            await engine.stop()
+
+    run(main())
+
+
+def test_a_stopped_engine_refuses_work():
+    async def main():
+        engine = await _started()
+        await engine.stop()
+        with pytest.raises(EngineDeadError):
+            await _generate(engine, [1, 2], max_tokens=2)
+
+    run(main())
