@@ -5,8 +5,21 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 
-from asyncrl.config import BaseConfig, ConfigError, InferenceServerConfig, format_help, load_config
+from asyncrl.config import (
+    BaseConfig,
+    ConfigError,
+    InferenceServerConfig,
+    TrainerProcessConfig,
+    format_help,
+    load_config,
+)
 from asyncrl.models import ModelLoadError
+from asyncrl.run_dir import BatchFormatError, WaitTimeout
+from asyncrl.trainer.checkpoint import CheckpointError
+from asyncrl.trainer.losses import LossImportError
+
+# Errors whose message tells the user what to do: printed as one line, no traceback.
+USER_ERRORS = (ModelLoadError, CheckpointError, LossImportError, BatchFormatError, WaitTimeout)
 
 
 def _inference(config: InferenceServerConfig) -> None:
@@ -15,8 +28,15 @@ def _inference(config: InferenceServerConfig) -> None:
     serve(config)
 
 
+def _trainer(config: TrainerProcessConfig) -> None:
+    from asyncrl.trainer.loop import train
+
+    train(config)
+
+
 COMMANDS: dict[str, tuple[type[BaseConfig], Callable, str]] = {
     "inference": (InferenceServerConfig, _inference, "the OpenAI-compatible inference server alone"),
+    "trainer": (TrainerProcessConfig, _trainer, "the RL trainer alone (torchrun for several ranks)"),
 }
 
 
@@ -47,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         run(config)
-    except ModelLoadError as e:
+    except USER_ERRORS as e:
         print(f"asyncrl {command}: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

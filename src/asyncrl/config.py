@@ -61,6 +61,137 @@ class InferenceConfig(BaseConfig):
     """Torch CPU threads of the engine (0: torch's default). Processes that share a box split the cores."""
 
 
+class LossConfig(BaseConfig):
+    type: Literal["masked_is", "dppo_kl", "grpo_clip", "sft", "custom"] = "masked_is"
+    """RL loss: importance-ratio masking (masked_is), DPPO-binary + KL (dppo_kl), PPO clip (grpo_clip),
+    cross-entropy (sft), or a user function (custom, see import_path)."""
+
+    token_low: float = Field(0.125, gt=0)
+    """masked_is: tokens whose ratio exp(logp_train - logp_inference) is below this are masked."""
+
+    token_high: float = Field(8.0, gt=0)
+    """masked_is: tokens whose ratio is above this are masked."""
+
+    seq_low: float = Field(0.5, gt=0)
+    """masked_is: samples whose geometric-mean ratio is below this are masked whole."""
+
+    seq_high: float = Field(2.0, gt=0)
+    """masked_is: samples whose geometric-mean ratio is above this are masked whole."""
+
+    mismatch_kl_coef: float = Field(0.0, ge=0)
+    """masked_is: weight of a k3 KL(inference || trainer) penalty (0: reported only)."""
+
+    mask_low: float = Field(0.2, ge=0)
+    """dppo_kl: drop a token with advantage <= 0 when p_train - p_inference < -mask_low."""
+
+    mask_high: float = Field(0.2, ge=0)
+    """dppo_kl: drop a token with advantage > 0 when p_train - p_inference > mask_high."""
+
+    kl_tau: float = Field(1e-3, ge=0)
+    """dppo_kl: weight of the (log ratio)^2 penalty."""
+
+    clip_eps: float = Field(0.2, gt=0)
+    """grpo_clip: the ratio is clipped to [1 - clip_eps, 1 + clip_eps]."""
+
+    clip_delta: float = Field(4.0, gt=1)
+    """grpo_clip: upper bound on the ratio for tokens with negative advantage."""
+
+    import_path: str | None = None
+    """custom: `module:function` with the signature of asyncrl.trainer.losses (LossInputs, LossConfig)."""
+
+
+class OptimConfig(BaseConfig):
+    type: Literal["adamw", "muon"] = "adamw"
+    """AdamW for everything, or Muon for 2-D hidden matrices with AdamW for the rest."""
+
+    lr: float = Field(1e-4, gt=0)
+    """Peak learning rate."""
+
+    weight_decay: float = Field(0.0, ge=0)
+    """Decoupled weight decay."""
+
+    betas: tuple[float, float] = (0.9, 0.999)
+    """AdamW betas."""
+
+    eps: float = Field(1e-8, gt=0)
+    """AdamW epsilon."""
+
+    muon_momentum: float = Field(0.95, ge=0, lt=1)
+    """Muon momentum (Nesterov)."""
+
+    muon_ns_dtype: Literal["float32", "bfloat16"] = "float32"
+    """Dtype of Muon's Newton-Schulz iteration: bfloat16 is torch.optim.Muon's choice and fast on GPUs;
+    float32 is fast on CPUs and keeps sharded and unsharded runs equal within float tolerance."""
+
+    max_grad_norm: float = Field(1.0, ge=0)
+    """Clip the global gradient norm to this (0: no clipping)."""
+
+    scheduler: Literal["constant", "linear", "cosine"] = "constant"
+    """Learning-rate shape after warm-up."""
+
+    warmup_steps: int = Field(0, ge=0)
+    """Steps of linear warm-up from 0 to lr."""
+
+    min_lr_ratio: float = Field(0.0, ge=0, le=1)
+    """linear/cosine: the final learning rate as a fraction of lr."""
+
+
+class CheckpointConfig(BaseConfig):
+    interval: int = Field(10, ge=0)
+    """Save a resumable checkpoint every this many steps (0: never)."""
+
+    keep_last: int = Field(2, ge=1)
+    """Checkpoints kept; older ones are deleted."""
+
+
+class TrainerConfig(BaseConfig):
+    loss: LossConfig = LossConfig()
+    """The loss."""
+
+    optim: OptimConfig = OptimConfig()
+    """Optimizer and learning-rate schedule."""
+
+    checkpoint: CheckpointConfig = CheckpointConfig()
+    """Resumable checkpoints."""
+
+    micro_batch_tokens: int = Field(4096, ge=16)
+    """Token budget of one packed micro-batch (one forward/backward)."""
+
+    activation_checkpointing: bool = False
+    """Recompute each decoder layer's activations in the backward pass to save memory."""
+
+    batch_timeout_s: float = Field(3600.0, gt=0)
+    """Give up waiting for a rollout batch after this long."""
+
+    num_threads: int = Field(0, ge=0)
+    """Torch CPU threads per rank (0: torch's default)."""
+
+
+# Process configs: what each command accepts.
+
+
+class TrainerProcessConfig(BaseConfig):
+    """`asyncrl trainer`: the RL trainer alone (under torchrun for several ranks)."""
+
+    output_dir: Path = Path("runs/default")
+    """Run directory: rollouts are read from it, weights, checkpoints and metrics written to it."""
+
+    max_steps: int = Field(30, ge=1)
+    """Optimizer steps to run."""
+
+    seed: int = 0
+    """Seed of torch's RNG."""
+
+    resume: str | None = None
+    """Resume from `latest` or a step number's checkpoint in output_dir/checkpoints."""
+
+    model: ModelConfig = ModelConfig()
+    """The model trained (its initial weights)."""
+
+    trainer: TrainerConfig = TrainerConfig()
+    """The trainer."""
+
+
 class InferenceServerConfig(BaseConfig):
     """`asyncrl inference`: the inference server alone."""
 

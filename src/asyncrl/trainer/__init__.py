@@ -1,0 +1,1 @@
+"""The trainer process: RL losses, SFT, optimizers, FSDP2, checkpoints."""

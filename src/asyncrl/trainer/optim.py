@@ -1,0 +1,125 @@
+"""Optimizers (AdamW; Muon for hidden matrices plus AdamW for the rest) and learning-rate schedules."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+
+import torch
+from torch.distributed.tensor import DTensor, distribute_tensor
+from torch.optim._muon import _adjust_lr
+
+from asyncrl.config import OptimConfig
+
+
+def newton_schulz(
+    matrix: torch.Tensor, coefficients: tuple[float, float, float], steps: int, eps: float, dtype: torch.dtype
+) -> torch.Tensor:
+    """Approximately orthogonalise `matrix` with torch.optim.Muon's quintic iteration, computed in
+    `dtype`. The iteration multiplies small singular directions by up to a**steps (~500), so bfloat16
+    rounding of the input shows in the result; float32 keeps runs that differ only in float noise
+    (1 rank vs N ranks) within float tolerance, and is the fast choice on CPUs."""
+    a, b, c = coefficients
+    x = matrix.to(dtype)
+    tall = x.size(0) > x.size(1)
+    if tall:
+        x = x.T
+    x = x / x.norm().clamp(min=eps)
+    for _ in range(steps):
+        gram = x @ x.T
+        x = torch.addmm(x, torch.addmm(gram, gram, gram, beta=b, alpha=c), x, beta=a)
+    return (x.T if tall else x).to(matrix.dtype)
+
+
+class ShardedMuon(torch.optim.Muon):
+    """torch.optim.Muon, exact when parameters are FSDP2-sharded DTensors.
+
+    Newton-Schulz orthogonalises a whole matrix; run on a shard it would orthogonalise each rank's rows
+    on their own. Here the momentum stays sharded (it is elementwise), the update matrix is gathered,
+    orthogonalised identically on every rank, and each rank keeps its own shard of the result.
+    """
+
+    def __init__(self, params, ns_dtype: torch.dtype = torch.bfloat16, **kwargs) -> None:  # noqa: ANN001
+        super().__init__(params, **kwargs)
+        self.ns_dtype = ns_dtype
+
+    @torch.no_grad()
+    def step(self, closure=None):  # noqa: ANN001, ANN201 - the torch.optim.Optimizer signature
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            params: list[torch.Tensor] = []
+            grads: list[torch.Tensor] = []
+            buffers: list[torch.Tensor] = []
+            self._init_group(group, params, grads, buffers)
+            lr, momentum = group["lr"], group["momentum"]
+            for param, grad, buffer in zip(params, grads, buffers, strict=True):
+                buffer.lerp_(grad, 1 - momentum)
+                update = grad.lerp(buffer, momentum) if group["nesterov"] else buffer
+                update = self._orthogonalise(update, group)
+                param.mul_(1 - lr * group["weight_decay"])
+                param.add_(update, alpha=-_adjust_lr(lr, group["adjust_lr_fn"], param.shape))
+        return loss
+
+    def _orthogonalise(self, update: torch.Tensor, group: dict) -> torch.Tensor:
+        args = (group["ns_coefficients"], group["ns_steps"], group["eps"], self.ns_dtype)
+        if not isinstance(update, DTensor):
+            return newton_schulz(update, *args)
+        full = newton_schulz(update.full_tensor(), *args)
+        # Every rank holds the same full result, so each can cut its own shard without communication.
+        return distribute_tensor(full, update.device_mesh, update.placements, src_data_rank=None)
+
+
+def _is_hidden_matrix(name: str, param: torch.Tensor) -> bool:
+    return param.ndim == 2 and "embed" not in name and "lm_head" not in name
+
+
+def build_optimizers(model: torch.nn.Module, config: OptimConfig) -> list[torch.optim.Optimizer]:
+    """AdamW over all parameters, or Muon over 2-D hidden matrices plus AdamW over embeddings, head,
+    biases and norms. Muon's update is scaled to AdamW's RMS, so one learning rate serves both."""
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    adamw_kwargs = {
+        "lr": config.lr,
+        "betas": config.betas,
+        "eps": config.eps,
+        "weight_decay": config.weight_decay,
+    }
+    if config.type == "adamw":
+        return [torch.optim.AdamW([p for _, p in named], **adamw_kwargs)]
+    matrices = [p for n, p in named if _is_hidden_matrix(n, p)]
+    others = [p for n, p in named if not _is_hidden_matrix(n, p)]
+    muon = ShardedMuon(
+        matrices,
+        ns_dtype=getattr(torch, config.muon_ns_dtype),
+        lr=config.lr,
+        weight_decay=config.weight_decay,
+        momentum=config.muon_momentum,
+        adjust_lr_fn="match_rms_adamw",
+    )
+    return [muon, torch.optim.AdamW(others, **adamw_kwargs)]
+
+
+def lr_factor(step: int, config: OptimConfig, total_steps: int) -> float:
+    """Multiplier of the peak lr at optimizer step `step` (0-based): linear warm-up, then the shape."""
+    if step < config.warmup_steps:
+        return (step + 1) / config.warmup_steps
+    if config.scheduler == "constant":
+        return 1.0
+    decay_steps = max(1, total_steps - config.warmup_steps)
+    progress = min(1.0, (step - config.warmup_steps) / decay_steps)
+    floor = config.min_lr_ratio
+    if config.scheduler == "linear":
+        return floor + (1 - floor) * (1 - progress)
+    return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def set_lr(optimizers: list[torch.optim.Optimizer], lr: float) -> None:
+    for group in _groups(optimizers):
+        group["lr"] = lr
+
+
+def _groups(optimizers: list[torch.optim.Optimizer]) -> Iterator[dict]:
+    for optimizer in optimizers:
+        yield from optimizer.param_groups

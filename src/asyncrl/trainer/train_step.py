@@ -1,0 +1,76 @@
+"""One optimizer step's worth of forward/backward over this rank's micro-batches, and the update."""
+
+from __future__ import annotations
+
+import torch
+
+from asyncrl.config import LossConfig
+from asyncrl.trainer.distributed import Ranks, all_reduce_sum
+from asyncrl.trainer.losses import LossFn, LossInputs
+from asyncrl.trainer.packing import MicroBatch
+
+FIGURES = ("loss", "mismatch_kl", "masked_frac", "entropy")
+
+
+def forward_logprobs(model: torch.nn.Module, mb: MicroBatch) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logprob of each position's target token under logits / temperature, and the entropy (no grad)
+    of that distribution."""
+    logits = model(
+        input_ids=mb.input_ids, position_ids=mb.position_ids, attention_mask=mb.attention_mask
+    ).logits
+    logprobs_all = (logits[0].float() / mb.temperatures.unsqueeze(1)).log_softmax(dim=-1)
+    logprobs = logprobs_all.gather(1, mb.target_ids.unsqueeze(1)).squeeze(1)
+    with torch.no_grad():
+        entropy = -(logprobs_all.exp() * logprobs_all).sum(dim=-1)
+    return logprobs, entropy
+
+
+def accumulate_gradients(
+    model: torch.nn.Module,
+    micro_batches: list[MicroBatch],
+    loss_fn: LossFn,
+    loss_config: LossConfig,
+    total_loss_tokens: int,
+    ranks: Ranks,
+) -> dict[str, float]:
+    """Forward and backward every micro-batch; returns the step's figures, averaged over all its loss
+    tokens on all ranks. Gradients add up to those of the step-level mean loss."""
+    sums = torch.zeros(len(FIGURES), dtype=torch.float64)
+    for mb in micro_batches:
+        logprobs, entropy = forward_logprobs(model, mb)
+        inputs = LossInputs(
+            logprobs=logprobs,
+            inference_logprobs=mb.inference_logprobs,
+            advantages=mb.advantages,
+            loss_mask=mb.loss_mask,
+            sample_ids=mb.sample_ids,
+            total_loss_tokens=total_loss_tokens,
+        )
+        out = loss_fn(inputs, loss_config)
+        # FSDP averages gradients over ranks; the loss is already a global mean, so undo the division.
+        (out.loss * ranks.world_size).backward()
+        mask = mb.loss_mask.to(entropy.dtype)
+        sums += torch.stack(
+            [
+                out.loss.detach() * total_loss_tokens,
+                out.mismatch_kl.detach(),
+                out.masked_tokens.detach(),
+                (entropy * mask).sum(),
+            ]
+        ).double()
+    sums = all_reduce_sum(sums, ranks) / max(1, total_loss_tokens)
+    return dict(zip(FIGURES, sums.tolist(), strict=True))
+
+
+def optimizer_step(
+    model: torch.nn.Module, optimizers: list[torch.optim.Optimizer], max_grad_norm: float
+) -> float:
+    """Clip the global gradient norm (when max_grad_norm > 0), step every optimizer, clear gradients;
+    returns the norm before clipping."""
+    norm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm or float("inf"))
+    if hasattr(norm, "full_tensor"):
+        norm = norm.full_tensor()
+    for optimizer in optimizers:
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+    return float(norm)

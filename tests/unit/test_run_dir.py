@@ -1,0 +1,88 @@
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import pytest
+
+from asyncrl.run_dir import (
+    BatchFormatError,
+    Sample,
+    WaitTimeout,
+    append_metrics,
+    latest_weights,
+    load_batch,
+    publish_weights,
+    read_metrics,
+    step_dir,
+    wait_for,
+    write_batch,
+)
+
+
+def _samples() -> list[Sample]:
+    return [
+        Sample(
+            [1, 2, 3], [False, True, True], [0.5] * 3, [0.0, -1.5, -0.25], policy_version=3, temperature=0.7
+        ),
+        Sample([4, 5], [False, True], [-1.0] * 2, [0.0, -2.0], policy_version=4),
+    ]
+
+
+def test_batch_round_trips(tmp_path):
+    path = write_batch(tmp_path, 5, _samples())
+    assert path == step_dir(tmp_path, "rollouts", 5)
+    loaded = load_batch(path)
+    assert loaded[0].input_ids == [1, 2, 3] and loaded[1].policy_version == 4
+    assert loaded[0].temperature == pytest.approx(0.7)
+    assert loaded[0].inference_logprobs == pytest.approx([0.0, -1.5, -0.25])
+    assert [s.loss_mask for s in loaded] == [s.loss_mask for s in _samples()]
+
+
+def test_batch_leaves_no_temporary_dirs(tmp_path):
+    write_batch(tmp_path, 1, _samples())
+    assert [p.name for p in (tmp_path / "rollouts").iterdir()] == ["step_1"]
+
+
+def test_ragged_samples_are_refused(tmp_path):
+    with pytest.raises(ValueError, match="per-token lists"):
+        write_batch(tmp_path, 1, [Sample([1, 2], [True], [0.0, 0.0], [0.0, 0.0], 0)])
+
+
+def test_a_batch_of_another_format_version_is_a_clear_error(tmp_path):
+    path = write_batch(tmp_path, 1, _samples())
+    file = path / "batch.safetensors"
+    raw = file.read_bytes()
+    file.write_bytes(raw.replace(b'"version":"1"', b'"version":"9"'))
+    with pytest.raises(BatchFormatError, match="v9"):
+        load_batch(path)
+    file.write_bytes(b"garbage")
+    with pytest.raises(BatchFormatError, match="not a readable batch"):
+        load_batch(path)
+
+
+def test_weights_count_only_once_stable(tmp_path):
+    publish_weights(tmp_path, 2, lambda d: (d / "model.safetensors").write_text("x"))
+    (tmp_path / "weights" / "step_9").mkdir()  # being written: no STABLE yet
+    assert latest_weights(tmp_path) == (2, tmp_path / "weights" / "step_2")
+
+
+def test_wait_for_returns_when_the_path_appears_and_times_out_otherwise(tmp_path):
+    target = tmp_path / "later"
+    threading.Timer(0.2, target.mkdir).start()
+    assert wait_for(target, "a dir", timeout_s=10) >= 0.1
+    start = time.monotonic()
+    with pytest.raises(WaitTimeout, match="never"):
+        wait_for(tmp_path / "never", "a dir", timeout_s=0.2)
+    assert time.monotonic() - start < 5
+
+
+def test_metrics_are_json_lines_by_component(tmp_path):
+    append_metrics(tmp_path, "trainer", 1, {"loss": 0.5})
+    append_metrics(tmp_path, "orchestrator", 1, {"reward_mean": 0.1})
+    lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
+    assert json.loads(lines[0]) == {"step": 1, "component": "trainer", "loss": 0.5}
+    assert read_metrics(tmp_path, "orchestrator") == [
+        {"step": 1, "component": "orchestrator", "reward_mean": 0.1}
+    ]
