@@ -9,6 +9,7 @@ from asyncrl.config import (
     BaseConfig,
     ConfigError,
     InferenceServerConfig,
+    SFTProcessConfig,
     TrainerProcessConfig,
     format_help,
     load_config,
@@ -17,9 +18,10 @@ from asyncrl.models import ModelLoadError
 from asyncrl.run_dir import BatchFormatError, WaitTimeout
 from asyncrl.trainer.checkpoint import CheckpointError
 from asyncrl.trainer.losses import LossImportError
+from asyncrl.trainer.sft_data import SFTDataError
 
 # Errors whose message tells the user what to do: printed as one line, no traceback.
-USER_ERRORS = (ModelLoadError, CheckpointError, LossImportError, BatchFormatError, WaitTimeout)
+USER_ERRORS = (ModelLoadError, CheckpointError, LossImportError, BatchFormatError, WaitTimeout, SFTDataError)
 
 
 def _inference(config: InferenceServerConfig) -> None:
@@ -34,9 +36,16 @@ def _trainer(config: TrainerProcessConfig) -> None:
     train(config)
 
 
+def _sft(config: SFTProcessConfig) -> None:
+    from asyncrl.trainer.sft import run_sft
+
+    run_sft(config)
+
+
 COMMANDS: dict[str, tuple[type[BaseConfig], Callable, str]] = {
     "inference": (InferenceServerConfig, _inference, "the OpenAI-compatible inference server alone"),
     "trainer": (TrainerProcessConfig, _trainer, "the RL trainer alone (torchrun for several ranks)"),
+    "sft": (SFTProcessConfig, _sft, "supervised fine-tuning on prompt/completion or chat JSONL"),
 }
 
 

@@ -167,6 +167,29 @@ class TrainerConfig(BaseConfig):
     """Torch CPU threads per rank (0: torch's default)."""
 
 
+class SFTConfig(BaseConfig):
+    data: Path | None = None
+    """JSONL file: one {"prompt", "completion"} or {"messages": [...]} object per line."""
+
+    eval_data: Path | None = None
+    """Separate JSONL eval set; without it, `eval_fraction` of `data` is held out."""
+
+    eval_fraction: float = Field(0.05, ge=0, lt=1)
+    """Fraction of `data` held out for eval loss when no `eval_data` is given."""
+
+    epochs: int = Field(1, ge=1)
+    """Passes over the training data (unless max_steps stops earlier)."""
+
+    max_steps: int | None = Field(None, ge=1)
+    """Stop after this many optimizer steps."""
+
+    batch_size: int = Field(32, ge=1)
+    """Samples per optimizer step."""
+
+    eval_interval: int = Field(50, ge=1)
+    """Compute the eval loss every this many steps (and after the last)."""
+
+
 # Process configs: what each command accepts.
 
 
@@ -190,6 +213,28 @@ class TrainerProcessConfig(BaseConfig):
 
     trainer: TrainerConfig = TrainerConfig()
     """The trainer."""
+
+
+class SFTProcessConfig(BaseConfig):
+    """`asyncrl sft`: supervised fine-tuning (loss on completion/assistant tokens only)."""
+
+    output_dir: Path = Path("runs/sft")
+    """Run directory: weights/step_<N>/ (HF layout, loadable by `--model.path`), checkpoints, metrics."""
+
+    seed: int = 0
+    """Seed of the data order and torch's RNG."""
+
+    resume: str | None = None
+    """Resume from `latest` or a step number's checkpoint in output_dir/checkpoints."""
+
+    model: ModelConfig = ModelConfig()
+    """The model fine-tuned (its initial weights)."""
+
+    trainer: TrainerConfig = TrainerConfig()
+    """Optimizer, micro-batch size and checkpoints (the loss is always cross-entropy)."""
+
+    sft: SFTConfig = SFTConfig()
+    """Data and schedule."""
 
 
 class InferenceServerConfig(BaseConfig):

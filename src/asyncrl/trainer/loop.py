@@ -3,28 +3,21 @@
 from __future__ import annotations
 
 import logging
-import resource
 import time
 from pathlib import Path
 
 import torch
 from tqdm import tqdm
-from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from asyncrl.config import TrainerProcessConfig
-from asyncrl.models import load_model, load_tokenizer
-from asyncrl.run_dir import Sample, append_metrics, load_batch, publish_weights, step_dir, wait_for
+from asyncrl.models import load_tokenizer
+from asyncrl.run_dir import Sample, append_metrics, load_batch, step_dir, wait_for
 from asyncrl.trainer.checkpoint import find_checkpoint, load_checkpoint, save_checkpoint
-from asyncrl.trainer.distributed import (
-    Ranks,
-    apply_activation_checkpointing,
-    apply_fsdp,
-    full_state_dict,
-    init_distributed,
-)
+from asyncrl.trainer.distributed import init_distributed
 from asyncrl.trainer.losses import resolve_loss
-from asyncrl.trainer.optim import build_optimizers, lr_factor, set_lr
-from asyncrl.trainer.packing import micro_batches_for_rank
+from asyncrl.trainer.model_setup import build, peak_memory_mb, publish
+from asyncrl.trainer.optim import lr_factor, set_lr
+from asyncrl.trainer.packing import loss_token_count, micro_batches_for_rank
 from asyncrl.trainer.train_step import accumulate_gradients, optimizer_step
 
 log = logging.getLogger("asyncrl.trainer")
@@ -37,51 +30,12 @@ def read_batch(run_dir: Path, step: int, timeout_s: float) -> tuple[list[Sample]
     return load_batch(path), wait_s
 
 
-def loss_token_count(samples: list[Sample]) -> int:
-    """Tokens the step trains on (the first token of a sample is never predicted)."""
-    return sum(sum(s.loss_mask[1:]) for s in samples)
-
-
-def publish(
-    run_dir: Path, step: int, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, ranks: Ranks
-) -> None:
-    """weights/step_<step>/ as an HF dir any inference server loads. Every rank takes part in the gather."""
-    state = full_state_dict(model, ranks)
-    if model.config.tie_word_embeddings:
-        state.pop("lm_head.weight", None)  # the embedding already holds it, as in any HF checkpoint
-    if ranks.is_main:
-
-        def save(directory: Path) -> None:
-            model.save_pretrained(directory, state_dict=state)
-            tokenizer.save_pretrained(directory)
-
-        publish_weights(run_dir, step, save)
-
-
-def peak_memory_mb() -> float:
-    if torch.cuda.is_available():
-        return torch.cuda.max_memory_allocated() / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def build(config: TrainerProcessConfig, ranks: Ranks) -> tuple[PreTrainedModel, list[torch.optim.Optimizer]]:
-    """The model (sharded when distributed) and its optimizers, as the config asks."""
-    torch.manual_seed(config.seed)
-    model = load_model(config.model.path).to(ranks.device)
-    if config.trainer.activation_checkpointing:
-        apply_activation_checkpointing(model)
-    if ranks.distributed:
-        apply_fsdp(model, ranks)
-    model.train()
-    return model, build_optimizers(model, config.trainer.optim)
-
-
 def train(config: TrainerProcessConfig) -> None:
     ranks = init_distributed()
     cfg, run_dir = config.trainer, config.output_dir
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
-    model, optimizers = build(config, ranks)
+    model, optimizers = build(config.model, cfg, config.seed, ranks)
     tokenizer = load_tokenizer(config.model.path)
     loss_fn = resolve_loss(cfg.loss)
     step = 0

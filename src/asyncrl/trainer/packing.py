@@ -87,6 +87,11 @@ def pack(samples: list[Sample]) -> MicroBatch:
     )
 
 
+def loss_token_count(samples: list[Sample]) -> int:
+    """Tokens a step trains on (a sample's first token is never predicted, so never counts)."""
+    return sum(sum(s.loss_mask[1:]) for s in samples)
+
+
 def _empty_sample() -> Sample:
     return Sample(
         input_ids=[0], loss_mask=[False], advantages=[0.0], inference_logprobs=[0.0], policy_version=0

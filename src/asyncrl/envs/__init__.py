@@ -1,0 +1,1 @@
+"""Environments: task datasets, rollout logic and rubrics."""

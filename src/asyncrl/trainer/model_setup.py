@@ -1,0 +1,51 @@
+"""What every training command sets up and hands out: the model and its optimizers, published weights."""
+
+from __future__ import annotations
+
+import resource
+from pathlib import Path
+
+import torch
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from asyncrl.config import ModelConfig, TrainerConfig
+from asyncrl.models import load_model
+from asyncrl.run_dir import publish_weights
+from asyncrl.trainer.distributed import Ranks, apply_activation_checkpointing, apply_fsdp, full_state_dict
+from asyncrl.trainer.optim import build_optimizers
+
+
+def publish(
+    run_dir: Path, step: int, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, ranks: Ranks
+) -> None:
+    """weights/step_<step>/ as an HF dir any inference server loads. Every rank takes part in the gather."""
+    state = full_state_dict(model, ranks)
+    if model.config.tie_word_embeddings:
+        state.pop("lm_head.weight", None)  # the embedding already holds it, as in any HF checkpoint
+    if ranks.is_main:
+
+        def save(directory: Path) -> None:
+            model.save_pretrained(directory, state_dict=state)
+            tokenizer.save_pretrained(directory)
+
+        publish_weights(run_dir, step, save)
+
+
+def peak_memory_mb() -> float:
+    if torch.cuda.is_available():
+        return torch.cuda.max_memory_allocated() / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def build(
+    model_config: ModelConfig, config: TrainerConfig, seed: int, ranks: Ranks
+) -> tuple[PreTrainedModel, list[torch.optim.Optimizer]]:
+    """The model (sharded when distributed) and its optimizers, as the config asks."""
+    torch.manual_seed(seed)
+    model = load_model(model_config.path).to(ranks.device)
+    if config.activation_checkpointing:
+        apply_activation_checkpointing(model)
+    if ranks.distributed:
+        apply_fsdp(model, ranks)
+    model.train()
+    return model, build_optimizers(model, config.optim)

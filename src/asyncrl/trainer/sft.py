@@ -1,0 +1,104 @@
+"""`asyncrl sft`: cross-entropy on completions, then weights in the HF layout an RL run starts from."""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import time
+
+import torch
+from tqdm import tqdm
+
+from asyncrl.config import LossConfig, SFTProcessConfig
+from asyncrl.models import load_tokenizer
+from asyncrl.run_dir import Sample, append_metrics
+from asyncrl.trainer.checkpoint import find_checkpoint, load_checkpoint, save_checkpoint
+from asyncrl.trainer.distributed import Ranks, all_reduce_sum, init_distributed
+from asyncrl.trainer.losses import sft as sft_loss
+from asyncrl.trainer.model_setup import build, peak_memory_mb, publish
+from asyncrl.trainer.optim import lr_factor, set_lr
+from asyncrl.trainer.packing import loss_token_count, micro_batches_for_rank
+from asyncrl.trainer.sft_data import SFTDataError, read_records, split_train_eval, tokenize
+from asyncrl.trainer.train_step import accumulate_gradients, forward_logprobs, optimizer_step
+
+log = logging.getLogger("asyncrl.sft")
+RL_ONLY = ("mismatch_kl", "masked_frac")
+
+
+def step_samples(train: list[Sample], step: int, batch_size: int, seed: int) -> list[Sample]:
+    """The samples of optimizer step `step` (1-based): epochs are seeded shuffles, so a resumed run
+    sees exactly the batches an uninterrupted one would."""
+    per_epoch = math.ceil(len(train) / batch_size)
+    epoch, index = divmod(step - 1, per_epoch)
+    order = list(range(len(train)))
+    random.Random(seed + epoch).shuffle(order)
+    return [train[i] for i in order[index * batch_size : (index + 1) * batch_size]]
+
+
+@torch.no_grad()
+def eval_loss(model: torch.nn.Module, samples: list[Sample], micro_batch_tokens: int, ranks: Ranks) -> float:
+    """Mean cross-entropy per loss token over `samples`, across ranks."""
+    totals = torch.zeros(2, dtype=torch.float64)
+    for mb in micro_batches_for_rank(samples, micro_batch_tokens, ranks.rank, ranks.world_size):
+        logprobs, _ = forward_logprobs(model, mb)
+        totals += torch.stack([-(logprobs * mb.loss_mask).sum(), mb.loss_mask.sum()]).double()
+    loss_sum, tokens = all_reduce_sum(totals, ranks).tolist()
+    return loss_sum / max(1.0, tokens)
+
+
+def run_sft(config: SFTProcessConfig) -> None:
+    ranks = init_distributed()
+    cfg, data, run_dir = config.trainer, config.sft, config.output_dir
+    if data.data is None:
+        raise SFTDataError("no training data: pass --sft.data FILE.jsonl")
+    if cfg.num_threads:
+        torch.set_num_threads(cfg.num_threads)
+    tokenizer = load_tokenizer(config.model.path)
+    samples = [tokenize(r, tokenizer) for r in read_records(data.data)]
+    if data.eval_data is not None:
+        train, evals = samples, [tokenize(r, tokenizer) for r in read_records(data.eval_data)]
+    else:
+        train, evals = split_train_eval(samples, data.eval_fraction, config.seed)
+    total_steps = data.max_steps or data.epochs * math.ceil(len(train) / data.batch_size)
+    model, optimizers = build(config.model, cfg, config.seed, ranks)
+    step = 0
+    if config.resume:
+        step = load_checkpoint(find_checkpoint(run_dir, config.resume), model, optimizers, ranks)
+    elif evals:
+        initial = eval_loss(model, evals, cfg.micro_batch_tokens, ranks)
+        if ranks.is_main:
+            append_metrics(run_dir, "sft", 0, {"eval_loss": initial})
+
+    progress = tqdm(total=total_steps, initial=step, desc="sft", disable=not ranks.is_main)
+    while step < total_steps:
+        step += 1
+        start = time.perf_counter()
+        batch = step_samples(train, step, data.batch_size, config.seed)
+        lr = cfg.optim.lr * lr_factor(step - 1, cfg.optim, total_steps)
+        set_lr(optimizers, lr)
+        micro_batches = micro_batches_for_rank(batch, cfg.micro_batch_tokens, ranks.rank, ranks.world_size)
+        figures = accumulate_gradients(
+            model, micro_batches, sft_loss, LossConfig(type="sft"), loss_token_count(batch), ranks
+        )
+        grad_norm = optimizer_step(model, optimizers, cfg.optim.max_grad_norm)
+        if evals and (step % data.eval_interval == 0 or step == total_steps):
+            figures["eval_loss"] = eval_loss(model, evals, cfg.micro_batch_tokens, ranks)
+        if cfg.checkpoint.interval and step % cfg.checkpoint.interval == 0:
+            save_checkpoint(run_dir, step, model, optimizers, ranks, cfg.checkpoint.keep_last)
+        step_s = time.perf_counter() - start
+        if ranks.is_main:
+            tokens = sum(len(s.input_ids) for s in batch)
+            figures.update(
+                grad_norm=grad_norm,
+                lr=lr,
+                tokens_per_s=tokens / step_s,
+                step_s=step_s,
+                peak_memory_mb=peak_memory_mb(),
+            )
+            append_metrics(run_dir, "sft", step, {k: v for k, v in figures.items() if k not in RL_ONLY})
+        progress.update(1)
+        progress.set_postfix(loss=f"{figures['loss']:.4f}")
+    progress.close()
+    publish(run_dir, total_steps, model, tokenizer, ranks)
+    log.info("SFT done: weights in %s", run_dir / "weights" / f"step_{total_steps}")
