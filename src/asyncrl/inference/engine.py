@@ -304,8 +304,9 @@ class TorchEngine(Backend):
             if s.delta.finish_reason is not None:
                 finished.append(first_row + row)
         self._counters["tokens"] += len(seqs)
-        self._deliver(seqs)
-        self._retire(finished)
+        stepped = list(seqs)  # `seqs` may be the running list itself, which retiring reorders
+        self._retire(finished)  # before delivering, so a client that hears "finished" sees it gone
+        self._deliver(stepped)
 
     def _finish_reason(self, s: _Sequence, token: int) -> str | None:
         p = s.request.params

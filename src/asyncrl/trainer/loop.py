@@ -15,10 +15,8 @@ from asyncrl.run_dir import Sample, append_metrics, load_batch, step_dir, wait_f
 from asyncrl.trainer.checkpoint import find_checkpoint, load_checkpoint, save_checkpoint
 from asyncrl.trainer.distributed import init_distributed
 from asyncrl.trainer.losses import resolve_loss
-from asyncrl.trainer.model_setup import build, peak_memory_mb, publish
-from asyncrl.trainer.optim import lr_factor, set_lr
-from asyncrl.trainer.packing import loss_token_count, micro_batches_for_rank
-from asyncrl.trainer.train_step import accumulate_gradients, optimizer_step
+from asyncrl.trainer.model_setup import build, publish, speed_figures
+from asyncrl.trainer.train_step import train_on_batch
 
 log = logging.getLogger("asyncrl.trainer")
 
@@ -48,28 +46,13 @@ def train(config: TrainerProcessConfig) -> None:
         step += 1
         samples, wait_s = read_batch(run_dir, step, cfg.batch_timeout_s)
         start = time.perf_counter()
-        lr = cfg.optim.lr * lr_factor(step - 1, cfg.optim, config.max_steps)
-        set_lr(optimizers, lr)
-        micro_batches = micro_batches_for_rank(samples, cfg.micro_batch_tokens, ranks.rank, ranks.world_size)
-        figures = accumulate_gradients(
-            model, micro_batches, loss_fn, cfg.loss, loss_token_count(samples), ranks
-        )
-        grad_norm = optimizer_step(model, optimizers, cfg.optim.max_grad_norm)
+        figures = train_on_batch(model, optimizers, samples, loss_fn, cfg, step, config.max_steps, ranks)
         publish(run_dir, step, model, tokenizer, ranks)
+        if ranks.is_main:  # before the checkpoint: a step whose checkpoint exists has its metrics
+            figures.update(wait_s=wait_s, **speed_figures(samples, time.perf_counter() - start))
+            append_metrics(run_dir, "trainer", step, figures)
         if cfg.checkpoint.interval and step % cfg.checkpoint.interval == 0:
             save_checkpoint(run_dir, step, model, optimizers, ranks, cfg.checkpoint.keep_last)
-        step_s = time.perf_counter() - start
-        if ranks.is_main:
-            tokens = sum(len(s.input_ids) for s in samples)
-            figures.update(
-                grad_norm=grad_norm,
-                lr=lr,
-                tokens_per_s=tokens / step_s,
-                wait_s=wait_s,
-                step_s=step_s,
-                peak_memory_mb=peak_memory_mb(),
-            )
-            append_metrics(run_dir, "trainer", step, figures)
         progress.update(1)
         progress.set_postfix(loss=f"{figures['loss']:.4f}", wait=f"{wait_s:.1f}s")
     progress.close()

@@ -10,7 +10,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from asyncrl.config import ModelConfig, TrainerConfig
 from asyncrl.models import load_model
-from asyncrl.run_dir import publish_weights
+from asyncrl.run_dir import Sample, publish_weights
 from asyncrl.trainer.distributed import Ranks, apply_activation_checkpointing, apply_fsdp, full_state_dict
 from asyncrl.trainer.optim import build_optimizers
 
@@ -35,6 +35,12 @@ def peak_memory_mb() -> float:
     if torch.cuda.is_available():
         return torch.cuda.max_memory_allocated() / 2**20
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def speed_figures(samples: list[Sample], step_s: float) -> dict[str, float]:
+    """Throughput and memory of a step that took `step_s` seconds over `samples`."""
+    tokens = sum(len(s.input_ids) for s in samples)
+    return {"tokens_per_s": tokens / step_s, "step_s": step_s, "peak_memory_mb": peak_memory_mb()}
 
 
 def build(

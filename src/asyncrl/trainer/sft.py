@@ -10,17 +10,16 @@ import time
 import torch
 from tqdm import tqdm
 
-from asyncrl.config import LossConfig, SFTProcessConfig
+from asyncrl.config import SFTProcessConfig
 from asyncrl.models import load_tokenizer
 from asyncrl.run_dir import Sample, append_metrics
 from asyncrl.trainer.checkpoint import find_checkpoint, load_checkpoint, save_checkpoint
 from asyncrl.trainer.distributed import Ranks, all_reduce_sum, init_distributed
 from asyncrl.trainer.losses import sft as sft_loss
-from asyncrl.trainer.model_setup import build, peak_memory_mb, publish
-from asyncrl.trainer.optim import lr_factor, set_lr
-from asyncrl.trainer.packing import loss_token_count, micro_batches_for_rank
+from asyncrl.trainer.model_setup import build, publish, speed_figures
+from asyncrl.trainer.packing import micro_batches_for_rank
 from asyncrl.trainer.sft_data import SFTDataError, read_records, split_train_eval, tokenize
-from asyncrl.trainer.train_step import accumulate_gradients, forward_logprobs, optimizer_step
+from asyncrl.trainer.train_step import forward_logprobs, train_on_batch
 
 log = logging.getLogger("asyncrl.sft")
 RL_ONLY = ("mismatch_kl", "masked_frac")
@@ -75,28 +74,14 @@ def run_sft(config: SFTProcessConfig) -> None:
         step += 1
         start = time.perf_counter()
         batch = step_samples(train, step, data.batch_size, config.seed)
-        lr = cfg.optim.lr * lr_factor(step - 1, cfg.optim, total_steps)
-        set_lr(optimizers, lr)
-        micro_batches = micro_batches_for_rank(batch, cfg.micro_batch_tokens, ranks.rank, ranks.world_size)
-        figures = accumulate_gradients(
-            model, micro_batches, sft_loss, LossConfig(type="sft"), loss_token_count(batch), ranks
-        )
-        grad_norm = optimizer_step(model, optimizers, cfg.optim.max_grad_norm)
+        figures = train_on_batch(model, optimizers, batch, sft_loss, cfg, step, total_steps, ranks)
         if evals and (step % data.eval_interval == 0 or step == total_steps):
             figures["eval_loss"] = eval_loss(model, evals, cfg.micro_batch_tokens, ranks)
+        if ranks.is_main:
+            figures.update(speed_figures(batch, time.perf_counter() - start))
+            append_metrics(run_dir, "sft", step, {k: v for k, v in figures.items() if k not in RL_ONLY})
         if cfg.checkpoint.interval and step % cfg.checkpoint.interval == 0:
             save_checkpoint(run_dir, step, model, optimizers, ranks, cfg.checkpoint.keep_last)
-        step_s = time.perf_counter() - start
-        if ranks.is_main:
-            tokens = sum(len(s.input_ids) for s in batch)
-            figures.update(
-                grad_norm=grad_norm,
-                lr=lr,
-                tokens_per_s=tokens / step_s,
-                step_s=step_s,
-                peak_memory_mb=peak_memory_mb(),
-            )
-            append_metrics(run_dir, "sft", step, {k: v for k, v in figures.items() if k not in RL_ONLY})
         progress.update(1)
         progress.set_postfix(loss=f"{figures['loss']:.4f}")
     progress.close()

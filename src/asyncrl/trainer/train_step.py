@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import torch
 
-from asyncrl.config import LossConfig
+from asyncrl.config import LossConfig, TrainerConfig
+from asyncrl.run_dir import Sample
 from asyncrl.trainer.distributed import Ranks, all_reduce_sum
 from asyncrl.trainer.losses import LossFn, LossInputs
-from asyncrl.trainer.packing import MicroBatch
+from asyncrl.trainer.optim import lr_factor, set_lr
+from asyncrl.trainer.packing import MicroBatch, loss_token_count, micro_batches_for_rank
 
 FIGURES = ("loss", "mismatch_kl", "masked_frac", "entropy")
 
@@ -74,3 +76,26 @@ def optimizer_step(
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
     return float(norm)
+
+
+def train_on_batch(
+    model: torch.nn.Module,
+    optimizers: list[torch.optim.Optimizer],
+    samples: list[Sample],
+    loss_fn: LossFn,
+    config: TrainerConfig,
+    step: int,
+    total_steps: int,
+    ranks: Ranks,
+) -> dict[str, float]:
+    """Optimizer step `step` (1-based) on `samples`: schedule the lr, pack this rank's share, accumulate
+    gradients, update. Returns the step's loss figures with `grad_norm` and `lr`."""
+    lr = config.optim.lr * lr_factor(step - 1, config.optim, total_steps)
+    set_lr(optimizers, lr)
+    micro_batches = micro_batches_for_rank(samples, config.micro_batch_tokens, ranks.rank, ranks.world_size)
+    figures = accumulate_gradients(
+        model, micro_batches, loss_fn, config.loss, loss_token_count(samples), ranks
+    )
+    figures["grad_norm"] = optimizer_step(model, optimizers, config.optim.max_grad_norm)
+    figures["lr"] = lr
+    return figures
