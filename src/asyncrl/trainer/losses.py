@@ -65,8 +65,9 @@ def _sequence_log_ratio(
 ) -> torch.Tensor:
     """Mean log-ratio of each token's sample (the log of the sample's geometric-mean ratio)."""
     n_samples = int(sample_ids.max()) + 1 if sample_ids.numel() else 0
-    total = torch.zeros(n_samples, dtype=log_ratio.dtype).index_add_(0, sample_ids, log_ratio.detach() * mask)
-    count = torch.zeros(n_samples, dtype=log_ratio.dtype).index_add_(0, sample_ids, mask.to(log_ratio.dtype))
+    zeros = torch.zeros(n_samples, dtype=log_ratio.dtype, device=log_ratio.device)
+    total = zeros.index_add(0, sample_ids, log_ratio.detach() * mask)
+    count = zeros.index_add(0, sample_ids, mask.to(log_ratio.dtype))
     return (total / count.clamp(min=1))[sample_ids]
 
 
@@ -121,7 +122,7 @@ def grpo_clip(batch: LossInputs, config: LossConfig) -> LossOutput:
 def sft(batch: LossInputs, config: LossConfig) -> LossOutput:
     """Cross-entropy on the loss tokens."""
     mask = batch.loss_mask.to(batch.logprobs.dtype)
-    zero = torch.zeros((), dtype=mask.dtype)
+    zero = torch.zeros((), dtype=mask.dtype, device=mask.device)
     return LossOutput(-(batch.logprobs * mask).sum() / batch.total_loss_tokens, zero, zero)
 
 

@@ -38,6 +38,9 @@ class MicroBatch:
     def loss_tokens(self) -> int:
         return int(self.loss_mask.sum())
 
+    def to(self, device: torch.device) -> MicroBatch:
+        return MicroBatch(**{name: t.to(device) for name, t in vars(self).items()})
+
 
 def assign_bins(lengths: list[int], budget: int) -> list[list[int]]:
     """First-fit decreasing: sample indices grouped so each group's total length fits `budget` (a sample

@@ -38,8 +38,9 @@ def step_samples(train: list[Sample], step: int, batch_size: int, seed: int) -> 
 @torch.no_grad()
 def eval_loss(model: torch.nn.Module, samples: list[Sample], micro_batch_tokens: int, ranks: Ranks) -> float:
     """Mean cross-entropy per loss token over `samples`, across ranks."""
-    totals = torch.zeros(2, dtype=torch.float64)
+    totals = torch.zeros(2, dtype=torch.float64, device=ranks.device)
     for mb in micro_batches_for_rank(samples, micro_batch_tokens, ranks.rank, ranks.world_size):
+        mb = mb.to(ranks.device)
         logprobs, _ = forward_logprobs(model, mb)
         totals += torch.stack([-(logprobs * mb.loss_mask).sum(), mb.loss_mask.sum()]).double()
     loss_sum, tokens = all_reduce_sum(totals, ranks).tolist()

@@ -37,8 +37,9 @@ def accumulate_gradients(
 ) -> dict[str, float]:
     """Forward and backward every micro-batch; returns the step's figures, averaged over all its loss
     tokens on all ranks. Gradients add up to those of the step-level mean loss."""
-    sums = torch.zeros(len(FIGURES), dtype=torch.float64)
+    sums = torch.zeros(len(FIGURES), dtype=torch.float64, device=ranks.device)
     for mb in micro_batches:
+        mb = mb.to(ranks.device)
         logprobs, entropy = forward_logprobs(model, mb)
         inputs = LossInputs(
             logprobs=logprobs,
