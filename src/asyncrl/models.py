@@ -141,7 +141,7 @@ def _first_line(e: BaseException) -> str:
     return lines[0] if lines else type(e).__name__
 
 
-def _byte_symbols() -> list[str]:
+def byte_symbols() -> list[str]:
     """The GPT-2 byte-to-unicode symbols, index = byte value."""
     printable = {*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1)}
     printable |= set(range(ord("®"), ord("ÿ") + 1))
@@ -153,7 +153,7 @@ def _byte_symbols() -> list[str]:
 
 
 def _build_tiny_tokenizer() -> PreTrainedTokenizerFast:
-    vocab = {symbol: i for i, symbol in enumerate(_byte_symbols())}
+    vocab = {symbol: i for i, symbol in enumerate(byte_symbols())}
     tokenizer = Tokenizer(models.BPE(vocab=vocab, merges=[]))
     # transformers 5 loads every qwen2 dir with Qwen2Tokenizer, which rebuilds this exact pipeline
     # (NFC, Qwen's split regex, byte-level) and ignores the one in tokenizer.json; mirroring it keeps

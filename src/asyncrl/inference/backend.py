@@ -72,6 +72,10 @@ class Backend(abc.ABC):
 
     max_model_len: int
     """Context window: prompt plus completion tokens."""
+    max_choices: int
+    """Most choices (`n`) one request may ask for."""
+    vocab_size: int
+    """Rows of the model's embedding: token ids must be below this."""
     policy_version: int
     """Version of the weights now serving."""
 

@@ -79,6 +79,8 @@ class TorchEngine(Backend):
         self._inbox: queue.SimpleQueue = queue.SimpleQueue()
         self._waiting: deque[_Request] = deque()
         self._running: list[_Sequence] = []
+        self._admitting: list[_Request] = []
+        """Taken off the queue, not yet running: a crash during their prefill must still fail them."""
         self._thread: threading.Thread | None = None
         self._dead: BaseException | None = None
         self._counters = dict.fromkeys(
@@ -100,6 +102,8 @@ class TorchEngine(Backend):
         self.tokenizer = load_tokenizer(self.model_path)
         limit = self.model.config.max_position_embeddings
         self.max_model_len = min(self.config.max_model_len or limit, limit)
+        self.max_choices = self.config.max_num_seqs
+        self.vocab_size = self.model.config.vocab_size
         self.runner = ModelRunner(self.model, self.max_model_len, self.config.max_num_seqs)
         self._generator = torch.Generator().manual_seed(self.seed)
 
@@ -116,11 +120,10 @@ class TorchEngine(Backend):
     ) -> AsyncIterator[SequenceDelta]:
         if n > self.config.max_num_seqs:
             raise InvalidRequestError(f"n={n} exceeds inference.max_num_seqs={self.config.max_num_seqs}")
-        self._check_alive()
         request = _Request(
             list(prompt_token_ids), params, n, stream, asyncio.get_running_loop(), asyncio.Queue()
         )
-        self._inbox.put(request)
+        self._submit(request)
         finished = 0
         try:
             while finished < n:
@@ -135,12 +138,11 @@ class TorchEngine(Backend):
                 self._inbox.put(request)
 
     async def update_weights(self, path: str, version: int) -> float:
-        self._check_alive()
         start = time.perf_counter()
         tensors = await asyncio.to_thread(read_weights, path, self.model)
         loop = asyncio.get_running_loop()
         swap = _WeightSwap(tensors, version, loop.create_future(), loop)
-        self._inbox.put(swap)
+        self._submit(swap)
         await swap.done
         elapsed = time.perf_counter() - start
         self._last_weight_update_s = elapsed
@@ -166,9 +168,16 @@ class TorchEngine(Backend):
 
     def _check_alive(self) -> None:
         if self._dead is not None:
-            raise EngineDeadError(f"the engine crashed: {self._dead!r}; restart the server")
+            raise EngineDeadError(f"the engine is down ({self._dead!r}); restart the server")
         if self._thread is None:
             raise EngineDeadError("the engine is not running")
+
+    def _submit(self, item: _Request | _WeightSwap) -> None:
+        """Queue work for the engine thread. Checked again after queueing: had the engine died in
+        between, its final drain of the queue may have missed this item, and nobody would answer it."""
+        self._check_alive()
+        self._inbox.put(item)
+        self._check_alive()
 
     # -- engine thread --------------------------------------------------------------------------------
 
@@ -180,7 +189,8 @@ class TorchEngine(Backend):
             self._dead = e
             self._fail_all(EngineDeadError(f"the engine crashed: {e!r}"))
             raise
-        self._fail_all(EngineDeadError("the engine stopped"))
+        self._dead = EngineDeadError("the engine was stopped")
+        self._fail_all(self._dead)
 
     def _loop(self) -> None:
         while self._take_inbox():
@@ -223,20 +233,21 @@ class TorchEngine(Backend):
         self._retire([i for i, s in enumerate(self._running) if s.request is request])
 
     def _admit(self) -> None:
-        """Prefill waiting requests that fit in free rows and the prefill token budget."""
-        admitted: list[_Request] = []
+        """Prefill waiting requests that fit in free rows and the prefill token budget. Prompts are padded
+        to the longest one, so the budget is charged rows x longest (a lone long prompt always fits)."""
         rows_free = self.config.max_num_seqs - len(self._running)
-        budget = self.config.max_prefill_tokens
+        longest = 0
         while self._waiting and self._waiting[0].n <= rows_free:
-            prompt_len = len(self._waiting[0].prompt)
-            if admitted and prompt_len > budget:
+            candidate = max(longest, len(self._waiting[0].prompt))
+            if self._admitting and (len(self._admitting) + 1) * candidate > self.config.max_prefill_tokens:
                 break
             request = self._waiting.popleft()
-            admitted.append(request)
+            self._admitting.append(request)
             rows_free -= request.n
-            budget -= prompt_len
-        if admitted:
-            self._prefill(admitted)
+            longest = candidate
+        if self._admitting:
+            self._prefill(self._admitting)
+            self._admitting = []
 
     def _prefill(self, requests: list[_Request]) -> None:
         first_row = len(self._running)
@@ -261,7 +272,8 @@ class TorchEngine(Backend):
 
     def _new_sequence(self, request: _Request, index: int) -> _Sequence:
         seed = request.params.seed
-        generator = None if seed is None else torch.Generator().manual_seed(seed * 7919 + index)
+        # Any int seed works: the per-choice seed is folded into torch's 64-bit seed range.
+        generator = None if seed is None else torch.Generator().manual_seed((seed * 7919 + index) % 2**63)
         return _Sequence(request, index, cache_len=len(request.prompt), generator=generator)
 
     def _decode(self) -> None:
@@ -313,7 +325,9 @@ class TorchEngine(Backend):
         if token in p.stop_token_ids and not p.ignore_eos:
             return "stop"
         if p.stop:
-            window = self.tokenizer.decode(s.token_ids[-(max(map(len, p.stop)) + 8) :])
+            # A character is at most 4 UTF-8 bytes and a token at least one, so this window holds any stop.
+            window_tokens = 4 * max(map(len, p.stop)) + 8
+            window = self.tokenizer.decode(s.token_ids[-window_tokens:], skip_special_tokens=True)
             if any(stop in window for stop in p.stop):
                 return "stop"
         if len(s.token_ids) >= p.max_tokens or s.cache_len + 1 >= self.max_model_len:
@@ -343,9 +357,10 @@ class TorchEngine(Backend):
             self._counters["finished"] += 1
 
     def _fail_all(self, error: Exception) -> None:
-        requests = {s.request for s in self._running} | set(self._waiting)
+        requests = {s.request for s in self._running} | set(self._waiting) | set(self._admitting)
         self._running.clear()
         self._waiting.clear()
+        self._admitting.clear()
         for request in requests:
             request.loop.call_soon_threadsafe(request.deltas.put_nowait, error)
         while True:

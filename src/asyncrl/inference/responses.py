@@ -8,20 +8,51 @@ from typing import Any
 from transformers import PreTrainedTokenizerBase
 
 from asyncrl.inference.backend import SequenceDelta
+from asyncrl.models import byte_symbols
+
+# JSON has no -inf: a token outside the top-p nucleus reports this instead, as vLLM does.
+MIN_LOGPROB = -9999.0
+
+
+def finite(logprob: float) -> float:
+    return logprob if logprob > MIN_LOGPROB else MIN_LOGPROB
 
 
 class TokenTexts:
-    """Per-id token strings for logprobs, decoded once and cached."""
+    """Per-id token strings and raw bytes for logprobs, computed once per id."""
 
     def __init__(self, tokenizer: PreTrainedTokenizerBase) -> None:
         self.tokenizer = tokenizer
-        self._texts: dict[int, str] = {}
+        self._byte_of = {symbol: b for b, symbol in enumerate(byte_symbols())}
+        self._cache: dict[int, tuple[str, bytes]] = {}
 
-    def __call__(self, token_id: int) -> str:
-        text = self._texts.get(token_id)
-        if text is None:
-            text = self._texts[token_id] = self.tokenizer.decode([token_id])
-        return text
+    def _lookup(self, token_id: int) -> tuple[str, bytes]:
+        found = self._cache.get(token_id)
+        if found is None:
+            text = self.tokenizer.decode([token_id])
+            # Byte-level BPE tokens spell their bytes in GPT-2's byte alphabet; that recovers the bytes of
+            # a token holding part of a UTF-8 character, which its decoded text cannot.
+            symbols = self.tokenizer.convert_ids_to_tokens(token_id) or ""
+            if symbols and all(ch in self._byte_of for ch in symbols):
+                raw = bytes(self._byte_of[ch] for ch in symbols)
+            else:
+                raw = text.encode()
+            found = self._cache[token_id] = (text, raw)
+        return found
+
+    def text(self, token_id: int) -> str:
+        return self._lookup(token_id)[0]
+
+    def raw(self, token_id: int) -> bytes:
+        return self._lookup(token_id)[1]
+
+    def key(self, token_id: int) -> str:
+        """A token's name in legacy `top_logprobs` dicts: its text, or `bytes:\\xNN...` when the text
+        is not a whole character (so distinct tokens never share a key)."""
+        text, raw = self._lookup(token_id)
+        if text and "\ufffd" not in text:
+            return text
+        return "bytes:" + "".join(f"\\x{b:02x}" for b in raw)
 
 
 @dataclass
@@ -83,8 +114,11 @@ def chat_logprobs(
     """The chat `logprobs.content` list for tokens `start:`."""
 
     def entry(token_id: int, logprob: float) -> dict[str, Any]:
-        text = token_text(token_id)
-        return {"token": text, "logprob": logprob, "bytes": list(text.encode())}
+        return {
+            "token": token_text.text(token_id),
+            "logprob": finite(logprob),
+            "bytes": list(token_text.raw(token_id)),
+        }
 
     content = []
     for i in range(start, len(state.token_ids)):
@@ -98,22 +132,21 @@ def completion_logprobs(
     state: ChoiceState, token_text: TokenTexts, start: int = 0, top: int = 0
 ) -> dict[str, list[Any]]:
     """The legacy completions `logprobs` object for tokens `start:`."""
-    tokens = [token_text(t) for t in state.token_ids[start:]]
-    offsets, offset = [], 0
-    for token in tokens:
+    offset = sum(len(token_text.text(t)) for t in state.token_ids[:start])
+    tokens, offsets = [], []
+    for token_id in state.token_ids[start:]:
+        tokens.append(token_text.text(token_id))
         offsets.append(offset)
-        offset += len(token)
-    top_logprobs = (
-        [
-            {token_text(t): lp for t, lp in state.top_logprobs[i][:top]}
+        offset += len(tokens[-1])
+    top_logprobs = None
+    if top:
+        top_logprobs = [
+            {token_text.key(t): finite(lp) for t, lp in state.top_logprobs[i][:top]}
             for i in range(start, len(state.token_ids))
         ]
-        if top
-        else None
-    )
     return {
         "tokens": tokens,
-        "token_logprobs": state.logprobs[start:],
+        "token_logprobs": [finite(lp) for lp in state.logprobs[start:]],
         "top_logprobs": top_logprobs,
         "text_offset": offsets,
     }

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 
 import torch
 
+GREEDY_BELOW = 1e-5
+
 
 @dataclass
 class SampledTokens:
@@ -28,6 +30,7 @@ def nucleus_logprobs(logprobs: torch.Tensor, top_p: torch.Tensor) -> torch.Tenso
     probs = sorted_lp.exp()
     mass_before = probs.cumsum(dim=-1) - probs
     drop_sorted = mass_before >= top_p.unsqueeze(1)
+    drop_sorted[:, 0] = False  # even a top_p that rounds to 0 keeps the most likely token
     drop = torch.zeros_like(drop_sorted).scatter_(1, order, drop_sorted)
     masked = logprobs.masked_fill(drop, float("-inf"))
     return masked - masked.logsumexp(dim=-1, keepdim=True)
@@ -46,7 +49,8 @@ def sample(
     `generators[i]` is row i's own generator when its request gave a seed, so its tokens do not depend on
     which other requests share the batch; other rows draw from `default_generator`.
     """
-    greedy = temperature == 0
+    # Below 1e-5, logits / T overflows float32; such a temperature means greedy (as in vLLM).
+    greedy = temperature < GREEDY_BELOW
     logits = logits.float()
     if bool(greedy.all()):
         token_ids = logits.argmax(dim=-1)

@@ -15,6 +15,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from jinja2 import TemplateError
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from transformers import GenerationConfig, PreTrainedTokenizerBase
 
 from asyncrl.config import InferenceServerConfig
@@ -57,6 +58,18 @@ class Served:
         self.eos_token_ids = eos
         self.token_text = TokenTexts(tokenizer)
         self.weights_lock = asyncio.Lock()
+
+    def check_choices(self, n: int) -> None:
+        if n > self.backend.max_choices:
+            raise APIError(
+                400, f"n={n} exceeds this server's limit of {self.backend.max_choices} choices", "n"
+            )
+
+    def encode(self, text: str) -> list[int]:
+        try:
+            return self.tokenizer.encode(text, add_special_tokens=False)
+        except (TypeError, ValueError) as e:
+            raise APIError(400, f"the prompt cannot be tokenized: {e}", "prompt") from None
 
     def check_model(self, model: str | None) -> None:
         if model is not None and model != self.name:
@@ -106,7 +119,8 @@ class Served:
         )
 
     def check_token_ids(self, ids: list[int]) -> list[int]:
-        vocab = len(self.tokenizer)
+        # The model's vocabulary, not the tokenizer's: ids the model generated must be accepted back.
+        vocab = self.backend.vocab_size
         bad = [t for t in ids if not 0 <= t < vocab]
         if bad:
             raise APIError(400, f"prompt token id {bad[0]} is outside the vocabulary [0, {vocab})", "prompt")
@@ -137,6 +151,16 @@ def create_app(
         param = ".".join(loc) or None
         message = f"{param}: {first['msg']}" if param else first["msg"]
         return JSONResponse(APIError(400, message, param).body(), status_code=400)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, e: StarletteHTTPException) -> JSONResponse:
+        return JSONResponse(APIError(e.status_code, str(e.detail)).body(), status_code=e.status_code)
+
+    @app.exception_handler(Exception)
+    async def internal_error(_: Request, e: Exception) -> JSONResponse:
+        log.exception("unexpected error while serving a request")
+        body = APIError(500, f"internal error: {type(e).__name__}: {e}", kind="internal_error").body()
+        return JSONResponse(body, status_code=500)
 
     @app.exception_handler(EngineDeadError)
     async def engine_dead(_: Request, e: EngineDeadError) -> JSONResponse:
@@ -175,6 +199,7 @@ def create_app(
     @app.post("/v1/completions")
     async def completions(request: CompletionRequest, raw: Request) -> Response:
         served.check_model(request.model)
+        served.check_choices(request.n)
         prompts = _completion_prompts(served, request.prompt)
         top = request.logprobs or 0
         params = [served.sampling_params(request, len(p), request.max_tokens, top) for p in prompts]
@@ -183,9 +208,10 @@ def create_app(
     @app.post("/v1/chat/completions")
     async def chat_completions(request: ChatCompletionRequest, raw: Request) -> Response:
         served.check_model(request.model)
+        served.check_choices(request.n)
         try:
             prompt = tokenizer.apply_chat_template(
-                request.messages,
+                [_text_message(m) for m in request.messages],
                 tools=request.tools,
                 add_generation_prompt=request.add_generation_prompt and not request.continue_final_message,
                 continue_final_message=request.continue_final_message,
@@ -214,11 +240,19 @@ def _completion_prompts(
     if all(isinstance(p, int) for p in prompt):
         return [served.check_token_ids(list(prompt))]  # type: ignore[arg-type]
     return [
-        served.check_token_ids(p)
-        if isinstance(p, list)
-        else served.tokenizer.encode(p, add_special_tokens=False)
+        served.check_token_ids(p) if isinstance(p, list) else served.encode(p)
         for p in prompt  # type: ignore[union-attr]
     ]
+
+
+def _text_message(message: dict[str, Any]) -> dict[str, Any]:
+    """A message whose `content` is a list of OpenAI content parts, with the text parts joined."""
+    content = message.get("content")
+    if not isinstance(content, list):
+        return message
+    if not all(isinstance(p, dict) and p.get("type") == "text" for p in content):
+        raise APIError(400, "only text content parts are supported", "messages")
+    return {**message, "content": "".join(str(p.get("text", "")) for p in content)}
 
 
 async def _merged(streams: list[AsyncIterator[SequenceDelta]]) -> AsyncIterator[tuple[int, SequenceDelta]]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
@@ -203,3 +204,77 @@ def test_model_path_that_is_not_a_model_fails_at_start_up(tmp_path):
         assert result.returncode == 1
         assert str(path) in result.stderr
         assert "Traceback" not in result.stderr
+
+
+def _strict_json(text: str):
+    def refuse(constant):
+        raise ValueError(f"non-standard JSON constant {constant}")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_logprobs_stay_valid_json_when_top_p_excludes_alternatives(server):
+    body = {"model": "tiny", "prompt": "hi", "max_tokens": 3, "top_p": 0.01, "logprobs": 5}
+    response = httpx.post(f"{server.url}/v1/completions", json=body, timeout=30)
+    assert response.status_code == 200, response.text
+    top = _strict_json(response.text)["choices"][0]["logprobs"]["top_logprobs"][0]
+    assert len(top) == 5
+    streamed = httpx.post(f"{server.url}/v1/completions", json={**body, "stream": True}, timeout=30)
+    for line in streamed.text.splitlines():
+        if line.startswith("data: {"):
+            _strict_json(line[6:])
+
+
+def test_a_vanishing_temperature_or_top_p_is_greedy(server):
+    def text(**params):
+        body = {"model": "tiny", "prompt": "greedy?", "max_tokens": 12, **params}
+        return httpx.post(f"{server.url}/v1/completions", json=body, timeout=30).json()["choices"][0]["text"]
+
+    greedy = text(temperature=0)
+    assert text(temperature=1e-40) == greedy
+    assert text(temperature=1.0, top_p=1e-50) == greedy
+
+
+def test_huge_seeds_and_generated_ids_are_accepted(server):
+    body = {"model": "tiny", "prompt": "x", "max_tokens": 3, "seed": 10**18, "return_token_ids": True}
+    response = httpx.post(f"{server.url}/v1/completions", json=body, timeout=30)
+    assert response.status_code == 200, response.text
+    model_vocab = httpx.get(f"{server.url}/v1/models").json()["data"][0]
+    assert model_vocab["id"] == "tiny"
+    back = httpx.post(
+        f"{server.url}/v1/completions", json={"model": "tiny", "prompt": [265], "max_tokens": 1}
+    )
+    assert back.status_code == 200, "ids the model can generate must be accepted as a prompt"
+
+
+def test_more_bad_input_is_a_4xx_with_an_openai_body(server):
+    cases = [
+        ("/v1/completions", {"model": "tiny", "prompt": "a\ud800b"}, 400),
+        ("/v1/completions", {"model": "tiny", "prompt": "a", "n": 100, "stream": True}, 400),
+        (
+            "/v1/chat/completions",
+            {"model": "tiny", "messages": [{"role": "user", "content": [{"type": "image"}]}]},
+            400,
+        ),
+        ("/v1/no-such-route", {}, 404),
+    ]
+    for path, body, status in cases:
+        response = httpx.post(
+            f"{server.url}{path}",
+            content=json.dumps(body).encode(),
+            timeout=30,
+            headers={"content-type": "application/json"},
+        )
+        assert response.status_code == status, (path, body, response.text)
+        assert response.json()["error"]["message"]
+
+
+def test_text_content_parts_are_joined(client):
+    messages = [
+        {"role": "user", "content": [{"type": "text", "text": "hello "}, {"type": "text", "text": "you"}]}
+    ]
+    out = client.chat.completions.create(model="tiny", messages=messages, max_tokens=4, temperature=0)
+    plain = client.chat.completions.create(
+        model="tiny", messages=[{"role": "user", "content": "hello you"}], max_tokens=4, temperature=0
+    )
+    assert out.choices[0].message.content == plain.choices[0].message.content

@@ -8,7 +8,7 @@ import pytest
 
 from asyncrl.config import InferenceConfig
 from asyncrl.inference.backend import EngineDeadError, InvalidRequestError, SamplingParams
-from asyncrl.inference.engine import TorchEngine
+from asyncrl.inference.engine import TorchEngine, _Request, _Sequence
 
 
 def run(coro):
@@ -133,3 +133,46 @@ def test_a_stopped_engine_refuses_work():
             await _generate(engine, [1, 2], max_tokens=2)
 
     run(main())
+
+
+def test_a_huge_seed_is_served_and_the_engine_lives_on():
+    async def main():
+        engine = await _started()
+        outs = [await _generate(engine, [1, 2], max_tokens=3, seed=seed) for seed in (10**18, -(10**19))]
+        stats = engine.stats()
+        await engine.stop()
+        return outs, stats
+
+    outs, stats = run(main())
+    assert all(len(o[0]) == 3 for o in outs)
+    assert stats.running == 0
+
+
+def test_prefill_budget_counts_padding():
+    async def main():
+        engine = await _started(max_prefill_tokens=256)
+        shapes = []
+        forward = engine.runner.forward
+
+        def recording(tokens, positions, row_start, last):
+            shapes.append(tuple(tokens.shape))
+            return forward(tokens, positions, row_start, last)
+
+        engine.runner.forward = recording
+        prompts = [list(range(1, 201))] + [[5, 6, 7]] * 10
+        await asyncio.gather(*(_generate(engine, p, max_tokens=2) for p in prompts))
+        await engine.stop()
+        return shapes
+
+    prefills = [(rows, width) for rows, width in run(main()) if width > 1]
+    assert sum(rows for rows, _ in prefills) == 11
+    assert all(rows * width <= 256 or rows == 1 for rows, width in prefills)
+
+
+def test_stop_strings_of_multi_byte_characters_end_the_sequence():
+    engine = TorchEngine("tiny", "float32", InferenceConfig())
+    stop = "\U0001f600" * 3  # 3 characters, 12 byte tokens
+    request = _Request([1], SamplingParams(max_tokens=100, stop=(stop,)), 1, False, None, None)
+    sequence = _Sequence(request, 0, cache_len=1, generator=None)
+    sequence.token_ids = list(b"ab") + list(stop.encode())
+    assert engine._finish_reason(sequence, sequence.token_ids[-1]) == "stop"
