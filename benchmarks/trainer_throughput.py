@@ -33,7 +33,7 @@ MODELS = {
     "100M": {
         "hidden_size": 768,
         "intermediate_size": 2048,
-        "num_hidden_layers": 14,
+        "num_hidden_layers": 16,
         "num_attention_heads": 12,
         "num_key_value_heads": 4,
     },
@@ -65,10 +65,14 @@ def make_batch(tokens: int, seed: int) -> list[Sample]:
     return samples
 
 
-def run_one(model: str, checkpointing: bool, steps: int, tokens: int, micro: int) -> dict[str, float]:
+def run_one(
+    model: str, checkpointing: bool, steps: int, tokens: int, micro: int, row: int
+) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as tmp:
         path = make_model_dir(model, tmp)
-        config = TrainerConfig(activation_checkpointing=checkpointing, micro_batch_tokens=micro)
+        config = TrainerConfig(
+            activation_checkpointing=checkpointing, micro_batch_tokens=micro, row_tokens=row
+        )
         ranks = Ranks(0, 1, torch.device("cpu"))
         net, optimizers = build(ModelConfig(path=path), config, 0, ranks)
         params = sum(p.numel() for p in net.parameters())
@@ -90,18 +94,22 @@ def main() -> None:
     )
     parser.add_argument("--steps", type=int, default=2)
     parser.add_argument("--tokens", type=int, default=4096, help="tokens per optimizer step")
-    parser.add_argument("--micro-batch-tokens", type=int, default=2048)
+    parser.add_argument("--micro-batch-tokens", type=int, default=TrainerConfig().micro_batch_tokens)
+    parser.add_argument("--row-tokens", type=int, default=TrainerConfig().row_tokens)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--one", help=argparse.SUPPRESS)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     if args.one:
         model, checkpointing = args.one.split(":")
-        result = run_one(model, checkpointing == "ac", args.steps, args.tokens, args.micro_batch_tokens)
+        result = run_one(
+            model, checkpointing == "ac", args.steps, args.tokens, args.micro_batch_tokens, args.row_tokens
+        )
         print(json.dumps(result))
         return
     print(
-        f"{args.tokens} tokens per step in micro-batches of {args.micro_batch_tokens}, "
+        f"{args.tokens} tokens per step in micro-batches of {args.micro_batch_tokens} (rows of "
+        f"{args.row_tokens}), "
         f"{args.steps} timed steps, {args.threads} threads"
     )
     print(f"{'model':<8}{'params':>9}{'act. ckpt':>11}{'tokens/s':>11}{'peak MB':>10}")
@@ -118,6 +126,8 @@ def main() -> None:
                 str(args.tokens),
                 "--micro-batch-tokens",
                 str(args.micro_batch_tokens),
+                "--row-tokens",
+                str(args.row_tokens),
                 "--threads",
                 str(args.threads),
             ]

@@ -154,8 +154,12 @@ class TrainerConfig(BaseConfig):
     checkpoint: CheckpointConfig = CheckpointConfig()
     """Resumable checkpoints."""
 
+    row_tokens: int = Field(512, ge=16)
+    """Length of a packed row: samples are laid end to end in rows of at most this many tokens (a longer
+    sample gets a row of its own). Attention over a row costs its length squared."""
+
     micro_batch_tokens: int = Field(4096, ge=16)
-    """Token budget of one packed micro-batch (one forward/backward)."""
+    """Tokens of one micro-batch (one forward/backward): rows are stacked, padded, up to this."""
 
     activation_checkpointing: bool = False
     """Recompute each decoder layer's activations in the backward pass to save memory."""

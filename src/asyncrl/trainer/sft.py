@@ -10,7 +10,7 @@ import time
 import torch
 from tqdm import tqdm
 
-from asyncrl.config import SFTProcessConfig
+from asyncrl.config import SFTProcessConfig, TrainerConfig
 from asyncrl.models import load_tokenizer
 from asyncrl.run_dir import Sample, append_metrics
 from asyncrl.trainer.checkpoint import find_checkpoint, load_checkpoint, save_checkpoint
@@ -36,10 +36,13 @@ def step_samples(train: list[Sample], step: int, batch_size: int, seed: int) -> 
 
 
 @torch.no_grad()
-def eval_loss(model: torch.nn.Module, samples: list[Sample], micro_batch_tokens: int, ranks: Ranks) -> float:
+def eval_loss(model: torch.nn.Module, samples: list[Sample], config: TrainerConfig, ranks: Ranks) -> float:
     """Mean cross-entropy per loss token over `samples`, across ranks."""
     totals = torch.zeros(2, dtype=torch.float64, device=ranks.device)
-    for mb in micro_batches_for_rank(samples, micro_batch_tokens, ranks.rank, ranks.world_size):
+    packed = micro_batches_for_rank(
+        samples, config.row_tokens, config.micro_batch_tokens, ranks.rank, ranks.world_size
+    )
+    for mb in packed:
         mb = mb.to(ranks.device)
         logprobs, _ = forward_logprobs(model, mb)
         totals += torch.stack([-(logprobs * mb.loss_mask).sum(), mb.loss_mask.sum()]).double()
@@ -66,7 +69,7 @@ def run_sft(config: SFTProcessConfig) -> None:
     if config.resume:
         step = load_checkpoint(find_checkpoint(run_dir, config.resume), model, optimizers, ranks)
     elif evals:
-        initial = eval_loss(model, evals, cfg.micro_batch_tokens, ranks)
+        initial = eval_loss(model, evals, cfg, ranks)
         if ranks.is_main:
             append_metrics(run_dir, "sft", 0, {"eval_loss": initial})
 
@@ -77,7 +80,7 @@ def run_sft(config: SFTProcessConfig) -> None:
         batch = step_samples(train, step, data.batch_size, config.seed)
         figures = train_on_batch(model, optimizers, batch, sft_loss, cfg, step, total_steps, ranks)
         if evals and (step % data.eval_interval == 0 or step == total_steps):
-            figures["eval_loss"] = eval_loss(model, evals, cfg.micro_batch_tokens, ranks)
+            figures["eval_loss"] = eval_loss(model, evals, cfg, ranks)
         if ranks.is_main:
             figures.update(speed_figures(batch, time.perf_counter() - start))
             append_metrics(run_dir, "sft", step, {k: v for k, v in figures.items() if k not in RL_ONLY})

@@ -20,7 +20,7 @@ def forward_logprobs(model: torch.nn.Module, mb: MicroBatch) -> tuple[torch.Tens
     logits = model(
         input_ids=mb.input_ids, position_ids=mb.position_ids, attention_mask=mb.attention_mask
     ).logits
-    logprobs_all = (logits[0].float() / mb.temperatures.unsqueeze(1)).log_softmax(dim=-1)
+    logprobs_all = (logits.flatten(0, 1).float() / mb.temperatures.unsqueeze(1)).log_softmax(dim=-1)
     logprobs = logprobs_all.gather(1, mb.target_ids.unsqueeze(1)).squeeze(1)
     with torch.no_grad():
         entropy = -(logprobs_all.exp() * logprobs_all).sum(dim=-1)
@@ -93,7 +93,9 @@ def train_on_batch(
     gradients, update. Returns the step's loss figures with `grad_norm` and `lr`."""
     lr = config.optim.lr * lr_factor(step - 1, config.optim, total_steps)
     set_lr(optimizers, lr)
-    micro_batches = micro_batches_for_rank(samples, config.micro_batch_tokens, ranks.rank, ranks.world_size)
+    micro_batches = micro_batches_for_rank(
+        samples, config.row_tokens, config.micro_batch_tokens, ranks.rank, ranks.world_size
+    )
     figures = accumulate_gradients(
         model, micro_batches, loss_fn, config.loss, loss_token_count(samples), ranks
     )

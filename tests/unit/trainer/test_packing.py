@@ -22,21 +22,23 @@ def model():
 
 
 def test_packed_logits_equal_standalone_logits(model):
-    samples = [_sample(list(range(10, 10 + n)), 2) for n in (7, 12, 5)]
-    mb = pack(samples)
+    rows = [[_sample(list(range(10, 10 + n)), 2) for n in (7, 12, 5)], [_sample(list(range(40, 49)), 1)]]
+    mb = pack(rows)
+    assert mb.input_ids.shape == (2, 24), "the short row is padded to the longest"
     with torch.no_grad():
-        packed = model(
-            input_ids=mb.input_ids, position_ids=mb.position_ids, attention_mask=mb.attention_mask
-        ).logits[0]
-        offset = 0
-        for s in samples:
-            alone = model(torch.tensor([s.input_ids])).logits[0]
-            assert torch.allclose(packed[offset : offset + len(s.input_ids)], alone, atol=1e-5)
-            offset += len(s.input_ids)
+        packed = model(input_ids=mb.input_ids, position_ids=mb.position_ids, attention_mask=mb.attention_mask)
+        for r, row in enumerate(rows):
+            offset = 0
+            for s in row:
+                alone = model(torch.tensor([s.input_ids])).logits[0]
+                got = packed.logits[r, offset : offset + len(s.input_ids)]
+                assert torch.allclose(got, alone, atol=1e-5)
+                offset += len(s.input_ids)
+        assert not packed.logits.isnan().any(), "padding rows must not produce NaNs"
 
 
 def test_targets_are_shifted_within_each_sample_only():
-    mb = pack([_sample([1, 2, 3], 1), _sample([4, 5], 1)])
+    mb = pack([[_sample([1, 2, 3], 1), _sample([4, 5], 1)]])
     assert mb.target_ids.tolist() == [2, 3, 0, 5, 0]
     assert mb.loss_mask.tolist() == [True, True, False, True, False]
     assert mb.position_ids.tolist() == [[0, 1, 2, 0, 1]]
@@ -46,7 +48,7 @@ def test_targets_are_shifted_within_each_sample_only():
 
 def test_logprobs_divide_logits_by_the_sample_temperature(model):
     ids = [5, 6, 7, 8, 9]
-    mb = pack([_sample(ids, 1, temperature=0.5)])
+    mb = pack([[_sample(ids, 1, temperature=0.5)]])
     logprobs, entropy = forward_logprobs(model, mb)
     with torch.no_grad():
         expected = (model(torch.tensor([ids])).logits[0] / 0.5).log_softmax(-1)
@@ -62,9 +64,18 @@ def test_bins_fit_the_budget_and_oversized_samples_go_alone():
         assert sum(lengths[i] for i in b) <= 10 or len(b) == 1
 
 
+def test_rows_stack_into_micro_batches_within_the_budget():
+    samples = [_sample(list(range(n)), 1) for n in (30, 20, 10, 10, 5, 40)]
+    batches = micro_batches_for_rank(samples, row_tokens=40, budget=80, rank=0, world_size=1)
+    assert sum(mb.loss_tokens for mb in batches) == sum(n - 1 for n in (30, 20, 10, 10, 5, 40))
+    for mb in batches:
+        assert mb.input_ids.numel() <= 80
+        assert mb.input_ids.shape[1] <= 40
+
+
 def test_every_rank_gets_the_same_number_of_micro_batches():
     samples = [_sample(list(range(n)), 1) for n in (8, 8, 8)]
-    per_rank = [micro_batches_for_rank(samples, 10, rank, 2) for rank in range(2)]
+    per_rank = [micro_batches_for_rank(samples, 10, 10, rank, 2) for rank in range(2)]
     assert len(per_rank[0]) == len(per_rank[1]) == 2
     assert per_rank[1][-1].loss_tokens == 0, "the padding micro-batch trains nothing"
     assert sum(mb.loss_tokens for batches in per_rank for mb in batches) == 3 * 7

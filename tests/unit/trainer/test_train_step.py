@@ -30,10 +30,13 @@ def test_activation_checkpointing_changes_memory_not_results():
 
 def test_micro_batch_size_does_not_change_the_step():
     whole, whole_weights = _one_step(TrainerConfig(micro_batch_tokens=4096))
-    split, split_weights = _one_step(TrainerConfig(micro_batch_tokens=32))
+    split, split_weights = _one_step(TrainerConfig(row_tokens=32, micro_batch_tokens=32))
+    rows, rows_weights = _one_step(TrainerConfig(row_tokens=32, micro_batch_tokens=4096))
+    assert rows["loss"] == pytest.approx(whole["loss"], abs=1e-6)
     assert split["loss"] == pytest.approx(whole["loss"], abs=1e-6)
     for name, tensor in whole_weights.items():
         assert torch.allclose(tensor, split_weights[name], atol=1e-6), name
+        assert torch.allclose(tensor, rows_weights[name], atol=1e-6), name
 
 
 def test_figures_cover_the_documented_metrics():
