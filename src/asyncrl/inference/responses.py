@@ -8,6 +8,7 @@ from typing import Any
 from transformers import PreTrainedTokenizerBase
 
 from asyncrl.inference.backend import SequenceDelta
+from asyncrl.inference.protocol import ChatCompletionRequest, CompletionRequest
 from asyncrl.models import byte_symbols
 
 # JSON has no -inf: a token outside the top-p nucleus reports this instead, as vLLM does.
@@ -150,6 +151,63 @@ def completion_logprobs(
         "top_logprobs": top_logprobs,
         "text_offset": offsets,
     }
+
+
+class ChoiceShaper:
+    """Builds a choice (whole, or a stream chunk of it) for completions or chat."""
+
+    def __init__(
+        self,
+        tokenizer: PreTrainedTokenizerBase,
+        token_text: TokenTexts,
+        request: CompletionRequest | ChatCompletionRequest,
+    ) -> None:
+        self.tokenizer = tokenizer
+        self.token_text = token_text
+        self.request = request
+        self.chat = isinstance(request, ChatCompletionRequest)
+        if isinstance(request, ChatCompletionRequest):
+            self.want_logprobs, self.top = request.logprobs, request.top_logprobs or 0
+        else:
+            self.want_logprobs, self.top = request.logprobs is not None, request.logprobs or 0
+
+    def _logprobs(self, state: ChoiceState, start: int) -> dict[str, Any] | None:
+        if not self.want_logprobs:
+            return None
+        build = chat_logprobs if self.chat else completion_logprobs
+        return build(state, self.token_text, start, self.top)
+
+    def full(self, state: ChoiceState, prompt: list[int], version: int) -> dict[str, Any]:
+        text = state.text(self.tokenizer)
+        choice: dict[str, Any] = {"index": state.index}
+        if self.chat:
+            choice["message"] = {"role": "assistant", "content": text}
+        else:
+            choice["text"] = text
+        choice["logprobs"] = self._logprobs(state, 0)
+        choice["finish_reason"] = state.finish_reason
+        choice.update(state.extensions(prompt, self.request.return_token_ids, version))
+        return choice
+
+    def chunk(self, state: ChoiceState, prompt: list[int], version: int) -> dict[str, Any]:
+        start = state.sent_tokens
+        text = state.unsent_text(self.tokenizer)
+        choice: dict[str, Any] = {"index": state.index}
+        if self.chat:
+            choice["delta"] = {"content": text} if start else {"role": "assistant", "content": text}
+        else:
+            choice["text"] = text
+        choice["logprobs"] = self._logprobs(state, start)
+        choice["finish_reason"] = state.finish_reason
+        if self.request.return_token_ids:
+            choice["token_ids"] = state.token_ids[start:]
+            choice["token_policy_versions"] = state.policy_versions[start:]
+            if start == 0:
+                choice["prompt_token_ids"] = prompt
+        if state.finish_reason is not None:
+            choice["policy_version"] = state.policy_version(version)
+        state.sent_tokens = len(state.token_ids)
+        return choice
 
 
 def usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:

@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
-from collections.abc import AsyncIterator, Coroutine
-from contextlib import aclosing, asynccontextmanager
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.responses import JSONResponse, Response
 from jinja2 import TemplateError
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -22,9 +21,7 @@ from asyncrl.config import InferenceServerConfig
 from asyncrl.inference.backend import (
     Backend,
     EngineDeadError,
-    InvalidRequestError,
     SamplingParams,
-    SequenceDelta,
     WeightUpdateError,
 )
 from asyncrl.inference.metrics import engine_registry
@@ -33,16 +30,10 @@ from asyncrl.inference.protocol import (
     ChatCompletionRequest,
     CompletionRequest,
     UpdateWeightsRequest,
-    new_id,
     now,
 )
-from asyncrl.inference.responses import (
-    ChoiceState,
-    TokenTexts,
-    chat_logprobs,
-    completion_logprobs,
-    usage,
-)
+from asyncrl.inference.respond import respond
+from asyncrl.inference.responses import ChoiceShaper, TokenTexts
 from asyncrl.models import load_tokenizer, resolve_model_path
 
 log = logging.getLogger("asyncrl.inference")
@@ -203,7 +194,8 @@ def create_app(
         prompts = _completion_prompts(served, request.prompt)
         top = request.logprobs or 0
         params = [served.sampling_params(request, len(p), request.max_tokens, top) for p in prompts]
-        return await _respond(raw, served, request, prompts, params, "cmpl")
+        shape = ChoiceShaper(tokenizer, served.token_text, request)
+        return await respond(raw, backend, shape, name, prompts, params)
 
     @app.post("/v1/chat/completions")
     async def chat_completions(request: ChatCompletionRequest, raw: Request) -> Response:
@@ -225,7 +217,8 @@ def create_app(
         max_tokens = request.max_completion_tokens or request.max_tokens
         top = (request.top_logprobs or 0) if request.logprobs else 0
         params = [served.sampling_params(request, len(prompt), max_tokens, top)]
-        return await _respond(raw, served, request, [list(prompt)], params, "chatcmpl")
+        shape = ChoiceShaper(tokenizer, served.token_text, request)
+        return await respond(raw, backend, shape, name, [list(prompt)], params)
 
     return app
 
@@ -253,193 +246,6 @@ def _text_message(message: dict[str, Any]) -> dict[str, Any]:
     if not all(isinstance(p, dict) and p.get("type") == "text" for p in content):
         raise APIError(400, "only text content parts are supported", "messages")
     return {**message, "content": "".join(str(p.get("text", "")) for p in content)}
-
-
-async def _merged(streams: list[AsyncIterator[SequenceDelta]]) -> AsyncIterator[tuple[int, SequenceDelta]]:
-    """Deltas of several prompts' generations as they come, tagged with the prompt's index. Closing this
-    iterator closes (and so aborts) all of them."""
-    if len(streams) == 1:
-        async with aclosing(streams[0]) as only:
-            async for delta in only:
-                yield 0, delta
-        return
-    queue: asyncio.Queue = asyncio.Queue()
-
-    async def pump(i: int, stream: AsyncIterator[SequenceDelta]) -> None:
-        try:
-            async with aclosing(stream):
-                async for delta in stream:
-                    queue.put_nowait((i, delta))
-            queue.put_nowait((i, None))
-        except Exception as e:  # noqa: BLE001 - re-raised by the consumer below
-            queue.put_nowait((i, e))
-
-    tasks = [asyncio.create_task(pump(i, s)) for i, s in enumerate(streams)]
-    try:
-        remaining = len(tasks)
-        while remaining:
-            i, item = await queue.get()
-            if item is None:
-                remaining -= 1
-            elif isinstance(item, Exception):
-                raise item
-            else:
-                yield i, item
-    finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-
-
-async def _collect(streams: list[AsyncIterator[SequenceDelta]], states: list[ChoiceState], n: int) -> None:
-    async with aclosing(_merged(streams)) as deltas:
-        async for i, delta in deltas:
-            states[i * n + delta.index].add(delta)
-
-
-async def _unless_disconnected(raw: Request, work: Coroutine[Any, Any, None]) -> bool:
-    """Run `work` unless the client disconnects first, in which case cancel it (aborting generation, so
-    a timed-out client does not keep the engine busy). True when `work` finished."""
-
-    async def client_gone() -> None:
-        while (await raw.receive())["type"] != "http.disconnect":
-            pass
-
-    task = asyncio.create_task(work)
-    watcher = asyncio.create_task(client_gone())
-    done, _ = await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
-    watcher.cancel()
-    await asyncio.gather(watcher, return_exceptions=True)
-    if task in done:
-        task.result()
-        return True
-    task.cancel()
-    await asyncio.gather(task, return_exceptions=True)
-    return False
-
-
-async def _respond(
-    raw: Request,
-    served: Served,
-    request: CompletionRequest | ChatCompletionRequest,
-    prompts: list[list[int]],
-    params: list[SamplingParams],
-    kind: str,
-) -> Response:
-    n = request.n
-    streams = [
-        served.backend.generate(p, sp, n, request.stream) for p, sp in zip(prompts, params, strict=True)
-    ]
-    stops = params[0].stop
-    states = [ChoiceState(index=i * n + j, stops=stops) for i in range(len(prompts)) for j in range(n)]
-    prompt_of = [i for i in range(len(prompts)) for _ in range(n)]
-    shape = _ChoiceShaper(served, request, kind)
-    if request.stream:
-        events = _stream_events(served, request, prompts, streams, states, shape)
-        return StreamingResponse(events, media_type="text/event-stream")
-    try:
-        finished = await _unless_disconnected(raw, _collect(streams, states, n))
-    except InvalidRequestError as e:
-        raise APIError(400, str(e), "n") from None
-    if not finished:
-        log.info("client went away; its request was aborted")
-        return Response(status_code=499)
-    version = served.backend.policy_version
-    choices = [shape.full(s, prompts[prompt_of[s.index]], version) for s in states]
-    body = {
-        "id": new_id(kind),  # type: ignore[arg-type]
-        "object": "text_completion" if kind == "cmpl" else "chat.completion",
-        "created": now(),
-        "model": served.name,
-        "choices": choices,
-        "usage": usage(sum(map(len, prompts)), sum(len(s.token_ids) for s in states)),
-    }
-    return JSONResponse(body)
-
-
-class _ChoiceShaper:
-    """Builds a choice (whole, or a stream chunk of it) for completions or chat."""
-
-    def __init__(self, served: Served, request: CompletionRequest | ChatCompletionRequest, kind: str) -> None:
-        self.served = served
-        self.request = request
-        self.chat = kind == "chatcmpl"
-        if isinstance(request, ChatCompletionRequest):
-            self.want_logprobs, self.top = request.logprobs, request.top_logprobs or 0
-        else:
-            self.want_logprobs, self.top = request.logprobs is not None, request.logprobs or 0
-
-    def _logprobs(self, state: ChoiceState, start: int) -> dict[str, Any] | None:
-        if not self.want_logprobs:
-            return None
-        build = chat_logprobs if self.chat else completion_logprobs
-        return build(state, self.served.token_text, start, self.top)
-
-    def full(self, state: ChoiceState, prompt: list[int], version: int) -> dict[str, Any]:
-        text = state.text(self.served.tokenizer)
-        choice: dict[str, Any] = {"index": state.index}
-        if self.chat:
-            choice["message"] = {"role": "assistant", "content": text}
-        else:
-            choice["text"] = text
-        choice["logprobs"] = self._logprobs(state, 0)
-        choice["finish_reason"] = state.finish_reason
-        choice.update(state.extensions(prompt, self.request.return_token_ids, version))
-        return choice
-
-    def chunk(self, state: ChoiceState, prompt: list[int], version: int) -> dict[str, Any]:
-        start = state.sent_tokens
-        text = state.unsent_text(self.served.tokenizer)
-        choice: dict[str, Any] = {"index": state.index}
-        if self.chat:
-            choice["delta"] = {"content": text} if start else {"role": "assistant", "content": text}
-        else:
-            choice["text"] = text
-        choice["logprobs"] = self._logprobs(state, start)
-        choice["finish_reason"] = state.finish_reason
-        if self.request.return_token_ids:
-            choice["token_ids"] = state.token_ids[start:]
-            choice["token_policy_versions"] = state.policy_versions[start:]
-            if start == 0:
-                choice["prompt_token_ids"] = prompt
-        if state.finish_reason is not None:
-            choice["policy_version"] = state.policy_version(version)
-        state.sent_tokens = len(state.token_ids)
-        return choice
-
-
-async def _stream_events(
-    served: Served,
-    request: CompletionRequest | ChatCompletionRequest,
-    prompts: list[list[int]],
-    streams: list[AsyncIterator[SequenceDelta]],
-    states: list[ChoiceState],
-    shape: _ChoiceShaper,
-) -> AsyncIterator[str]:
-    n = request.n
-    head = {
-        "id": new_id("chatcmpl" if shape.chat else "cmpl"),
-        "object": "chat.completion.chunk" if shape.chat else "text_completion",
-        "created": now(),
-        "model": served.name,
-    }
-    try:
-        async for i, delta in _merged(streams):
-            state = states[i * n + delta.index]
-            state.add(delta)
-            choice = shape.chunk(state, prompts[i], served.backend.policy_version)
-            yield _sse({**head, "choices": [choice]})
-        if request.stream_options and request.stream_options.include_usage:
-            used = usage(sum(map(len, prompts)), sum(len(s.token_ids) for s in states))
-            yield _sse({**head, "choices": [], "usage": used})
-    except (InvalidRequestError, EngineDeadError) as e:
-        status = 400 if isinstance(e, InvalidRequestError) else 503
-        yield _sse(APIError(status, str(e)).body())
-    yield "data: [DONE]\n\n"
-
-
-def _sse(payload: dict[str, Any]) -> str:
-    return f"data: {json.dumps(payload)}\n\n"
 
 
 def eos_token_ids(model_dir: str, tokenizer: PreTrainedTokenizerBase) -> tuple[int, ...]:

@@ -1,0 +1,167 @@
+"""Running a request's generations and answering it: one JSON body, or server-sent events as tokens come.
+
+Closing the answer early (a client that disconnects) closes the generations, which aborts them in the
+engine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import AsyncIterator, Coroutine
+from contextlib import aclosing
+from typing import Any
+
+from fastapi import Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+
+from asyncrl.inference.backend import (
+    Backend,
+    EngineDeadError,
+    InvalidRequestError,
+    SamplingParams,
+    SequenceDelta,
+)
+from asyncrl.inference.protocol import APIError, new_id, now
+from asyncrl.inference.responses import ChoiceShaper, ChoiceState, usage
+
+log = logging.getLogger("asyncrl.inference")
+
+
+async def _merged(streams: list[AsyncIterator[SequenceDelta]]) -> AsyncIterator[tuple[int, SequenceDelta]]:
+    """Deltas of several prompts' generations as they come, tagged with the prompt's index. Closing this
+    iterator closes (and so aborts) all of them."""
+    if len(streams) == 1:
+        async with aclosing(streams[0]) as only:
+            async for delta in only:
+                yield 0, delta
+        return
+    queue: asyncio.Queue = asyncio.Queue()
+
+    async def pump(i: int, stream: AsyncIterator[SequenceDelta]) -> None:
+        try:
+            async with aclosing(stream):
+                async for delta in stream:
+                    queue.put_nowait((i, delta))
+            queue.put_nowait((i, None))
+        except Exception as e:  # noqa: BLE001 - re-raised by the consumer below
+            queue.put_nowait((i, e))
+
+    tasks = [asyncio.create_task(pump(i, s)) for i, s in enumerate(streams)]
+    try:
+        remaining = len(tasks)
+        while remaining:
+            i, item = await queue.get()
+            if item is None:
+                remaining -= 1
+            elif isinstance(item, Exception):
+                raise item
+            else:
+                yield i, item
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def _collect(streams: list[AsyncIterator[SequenceDelta]], states: list[ChoiceState], n: int) -> None:
+    async with aclosing(_merged(streams)) as deltas:
+        async for i, delta in deltas:
+            states[i * n + delta.index].add(delta)
+
+
+async def _unless_disconnected(raw: Request, work: Coroutine[Any, Any, None]) -> bool:
+    """Run `work` unless the client disconnects first, in which case cancel it (aborting generation, so
+    a timed-out client does not keep the engine busy). True when `work` finished."""
+
+    async def client_gone() -> None:
+        while (await raw.receive())["type"] != "http.disconnect":
+            pass
+
+    task = asyncio.create_task(work)
+    watcher = asyncio.create_task(client_gone())
+    done, _ = await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    watcher.cancel()
+    await asyncio.gather(watcher, return_exceptions=True)
+    if task in done:
+        task.result()
+        return True
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    return False
+
+
+async def respond(
+    raw: Request,
+    backend: Backend,
+    shape: ChoiceShaper,
+    model_name: str,
+    prompts: list[list[int]],
+    params: list[SamplingParams],
+) -> Response:
+    """Generate `request.n` choices for every prompt and answer with one JSON body, or with server-sent
+    events as tokens arrive when the request streams."""
+    request = shape.request
+    kind = "chatcmpl" if shape.chat else "cmpl"
+    n = request.n
+    streams = [backend.generate(p, sp, n, request.stream) for p, sp in zip(prompts, params, strict=True)]
+    stops = params[0].stop
+    states = [ChoiceState(index=i * n + j, stops=stops) for i in range(len(prompts)) for j in range(n)]
+    prompt_of = [i for i in range(len(prompts)) for _ in range(n)]
+    if request.stream:
+        events = _stream_events(backend, shape, model_name, prompts, streams, states)
+        return StreamingResponse(events, media_type="text/event-stream")
+    try:
+        finished = await _unless_disconnected(raw, _collect(streams, states, n))
+    except InvalidRequestError as e:
+        raise APIError(400, str(e), "n") from None
+    if not finished:
+        log.info("client went away; its request was aborted")
+        return Response(status_code=499)
+    version = backend.policy_version
+    choices = [shape.full(s, prompts[prompt_of[s.index]], version) for s in states]
+    body = {
+        "id": new_id(kind),  # type: ignore[arg-type]
+        "object": "text_completion" if kind == "cmpl" else "chat.completion",
+        "created": now(),
+        "model": model_name,
+        "choices": choices,
+        "usage": usage(sum(map(len, prompts)), sum(len(s.token_ids) for s in states)),
+    }
+    return JSONResponse(body)
+
+
+async def _stream_events(
+    backend: Backend,
+    shape: ChoiceShaper,
+    model_name: str,
+    prompts: list[list[int]],
+    streams: list[AsyncIterator[SequenceDelta]],
+    states: list[ChoiceState],
+) -> AsyncIterator[str]:
+    request = shape.request
+    n = request.n
+    head = {
+        "id": new_id("chatcmpl" if shape.chat else "cmpl"),
+        "object": "chat.completion.chunk" if shape.chat else "text_completion",
+        "created": now(),
+        "model": model_name,
+    }
+    try:
+        async for i, delta in _merged(streams):
+            state = states[i * n + delta.index]
+            state.add(delta)
+            choice = shape.chunk(state, prompts[i], backend.policy_version)
+            yield _sse({**head, "choices": [choice]})
+        if request.stream_options and request.stream_options.include_usage:
+            used = usage(sum(map(len, prompts)), sum(len(s.token_ids) for s in states))
+            yield _sse({**head, "choices": [], "usage": used})
+    except (InvalidRequestError, EngineDeadError) as e:
+        status = 400 if isinstance(e, InvalidRequestError) else 503
+        yield _sse(APIError(status, str(e)).body())
+    yield "data: [DONE]\n\n"
+
+
+def _sse(payload: dict[str, Any]) -> str:
+    return f"data: {json.dumps(payload)}\n\n"
