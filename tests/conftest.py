@@ -3,17 +3,13 @@
 from __future__ import annotations
 
 import os
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 
-STARTUP_TIMEOUT_S = 180
+from asyncrl.config import InferenceConfig, ModelConfig
+from asyncrl.evals.server_process import InferenceServerProcess
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -24,59 +20,6 @@ def model_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return cache
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class ServerProcess:
-    """`asyncrl inference` running in a subprocess, with its log kept for failure messages."""
-
-    def __init__(self, log_path: Path, *args: str) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = log_path
-        self._log = open(log_path, "w")  # noqa: SIM115 - closed in stop()
-        command = [
-            sys.executable,
-            "-m",
-            "asyncrl.cli",
-            "inference",
-            "--inference.port",
-            str(self.port),
-            *args,
-        ]
-        env = {**os.environ, "OMP_NUM_THREADS": "1"}
-        self.process = subprocess.Popen(command, stdout=self._log, stderr=subprocess.STDOUT, env=env)
-        self._wait_ready()
-
-    def _wait_ready(self) -> None:
-        deadline = time.monotonic() + STARTUP_TIMEOUT_S
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"server exited with {self.process.returncode}:\n{self.log()}")
-            try:
-                if httpx.get(f"{self.url}/health", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        self.stop()
-        raise RuntimeError(f"server not ready after {STARTUP_TIMEOUT_S}s:\n{self.log()}")
-
-    def log(self) -> str:
-        return self.log_path.read_text()
-
-    def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-        self._log.close()
-
-
 @pytest.fixture(scope="session")
 def tiny_dir() -> Path:
     from asyncrl.models import tiny_model_dir
@@ -84,23 +27,27 @@ def tiny_dir() -> Path:
     return tiny_model_dir()
 
 
-@pytest.fixture()
-def start_server(tmp_path: Path, tiny_dir: Path) -> Iterator[Callable[..., ServerProcess]]:
-    """Start `asyncrl inference` with the given options; every server started is stopped afterwards."""
-    started: list[ServerProcess] = []
+def _server(model_path: str, log_path: Path) -> InferenceServerProcess:
+    # One engine thread: the test process and the server share the CPU.
+    return InferenceServerProcess(ModelConfig(path=model_path), InferenceConfig(num_threads=1), 0, log_path)
 
-    def start(*args: str) -> ServerProcess:
-        started.append(ServerProcess(tmp_path / f"server{len(started)}.log", *args))
+
+@pytest.fixture()
+def start_server(tmp_path: Path, tiny_dir: Path) -> Iterator[Callable[[str], InferenceServerProcess]]:
+    """Start `asyncrl inference` on a model path; every server started is stopped afterwards."""
+    started: list[InferenceServerProcess] = []
+
+    def start(model_path: str) -> InferenceServerProcess:
+        started.append(_server(model_path, tmp_path / f"server{len(started)}.log").__enter__())
         return started[-1]
 
     yield start
     for proc in started:
-        proc.stop()
+        proc.__exit__()
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory, tiny_dir: Path) -> Iterator[ServerProcess]:
+def server(tmp_path_factory: pytest.TempPathFactory, tiny_dir: Path) -> Iterator[InferenceServerProcess]:
     """One tiny-model server shared by a test module (tests that change weights start their own)."""
-    proc = ServerProcess(tmp_path_factory.mktemp("server") / "server.log", "--model.path", "tiny")
-    yield proc
-    proc.stop()
+    with _server("tiny", tmp_path_factory.mktemp("server") / "server.log") as proc:
+        yield proc

@@ -8,12 +8,16 @@ from collections.abc import Callable
 from asyncrl.config import (
     BaseConfig,
     ConfigError,
+    EvalConfig,
     InferenceServerConfig,
     SFTProcessConfig,
     TrainerProcessConfig,
     format_help,
     load_config,
 )
+from asyncrl.envs.client import ModelRequestError, ModelUnavailableError
+from asyncrl.envs.registry import EnvironmentArgsError, EnvironmentNotFoundError
+from asyncrl.evals.server_process import ServerStartError
 from asyncrl.models import ModelLoadError
 from asyncrl.run_dir import BatchFormatError, WaitTimeout
 from asyncrl.trainer.checkpoint import CheckpointError
@@ -21,7 +25,19 @@ from asyncrl.trainer.losses import LossImportError
 from asyncrl.trainer.sft_data import SFTDataError
 
 # Errors whose message tells the user what to do: printed as one line, no traceback.
-USER_ERRORS = (ModelLoadError, CheckpointError, LossImportError, BatchFormatError, WaitTimeout, SFTDataError)
+USER_ERRORS = (
+    ModelLoadError,
+    CheckpointError,
+    LossImportError,
+    BatchFormatError,
+    WaitTimeout,
+    SFTDataError,
+    EnvironmentNotFoundError,
+    EnvironmentArgsError,
+    ModelUnavailableError,
+    ModelRequestError,
+    ServerStartError,
+)
 
 
 def _inference(config: InferenceServerConfig) -> None:
@@ -42,16 +58,40 @@ def _sft(config: SFTProcessConfig) -> None:
     run_sft(config)
 
 
+def _eval(config: EvalConfig) -> None:
+    from asyncrl.evals.runner import run_eval
+
+    run_eval(config)
+
+
+def _env(argv: list[str]) -> int:
+    """`asyncrl env list` / `asyncrl env info NAME`."""
+    from asyncrl.envs.registry import available, describe
+
+    if argv[:1] == ["list"]:
+        for name, target in sorted(available().items()):
+            print(f"{name:<24}{target}")
+        return 0
+    if argv[:1] == ["info"] and len(argv) == 2:
+        for key, value in describe(argv[1]).items():
+            print(f"{key:<14}{value}")
+        return 0
+    print("usage: asyncrl env list | asyncrl env info NAME", file=sys.stderr)
+    return 2
+
+
 COMMANDS: dict[str, tuple[type[BaseConfig], Callable, str]] = {
     "inference": (InferenceServerConfig, _inference, "the OpenAI-compatible inference server alone"),
     "trainer": (TrainerProcessConfig, _trainer, "the RL trainer alone (torchrun for several ranks)"),
     "sft": (SFTProcessConfig, _sft, "supervised fine-tuning on prompt/completion or chat JSONL"),
+    "eval": (EvalConfig, _eval, "run an environment against a model: asyncrl eval ENV [options]"),
 }
 
 
 def usage() -> str:
     lines = ["usage: asyncrl <command> [-c FILE.toml ...] [--section.key VALUE ...]", "", "commands:"]
     lines += [f"  {name:<12} {doc}" for name, (_, _, doc) in COMMANDS.items()]
+    lines += [f"  {'env':<12} environments installed: asyncrl env list | asyncrl env info NAME"]
     lines += ["", "`asyncrl <command> --help` lists every option with its doc and default."]
     return "\n".join(lines)
 
@@ -62,6 +102,10 @@ def main(argv: list[str] | None = None) -> int:
         print(usage())
         return 0
     command, rest = argv[0], argv[1:]
+    if command == "env":
+        return _guarded(command, lambda: _env(rest))
+    if command == "eval" and rest and not rest[0].startswith("-"):
+        rest = ["--env", rest[0], *rest[1:]]
     if command not in COMMANDS:
         print(f"asyncrl: unknown command {command!r}\n\n{usage()}", file=sys.stderr)
         return 2
@@ -74,14 +118,18 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(f"asyncrl {command}: config error: {e}", file=sys.stderr)
         return 2
+    return _guarded(command, lambda: run(config))
+
+
+def _guarded(command: str, work: Callable[[], int | None]) -> int:
+    """Run a command; errors that tell the user what to do are one line, not a traceback."""
     try:
-        run(config)
+        return work() or 0
     except USER_ERRORS as e:
         print(f"asyncrl {command}: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130
-    return 0
 
 
 if __name__ == "__main__":

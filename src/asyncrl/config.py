@@ -14,7 +14,7 @@ import typing
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 T = TypeVar("T", bound="BaseConfig")
 
@@ -30,6 +30,12 @@ class BaseConfig(BaseModel):
 class ModelConfig(BaseConfig):
     path: str = "tiny"
     """Local Hugging Face model directory, or `tiny` for the built-in offline model (built on first use)."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_path(cls, value: Any) -> Any:
+        """`--model X` (or `model = "X"` in TOML) is short for `--model.path X`."""
+        return {"path": value} if isinstance(value, str) else value
 
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     """Weights and activations dtype."""
@@ -194,6 +200,17 @@ class SFTConfig(BaseConfig):
     """Compute the eval loss every this many steps (and after the last)."""
 
 
+class SamplingConfig(BaseConfig):
+    temperature: float = Field(1.0, ge=0)
+    """Sampling temperature (0: greedy)."""
+
+    top_p: float = Field(1.0, gt=0, le=1)
+    """Nucleus sampling mass."""
+
+    max_tokens: int = Field(128, ge=1)
+    """Most tokens one model turn may generate."""
+
+
 # Process configs: what each command accepts.
 
 
@@ -239,6 +256,53 @@ class SFTProcessConfig(BaseConfig):
 
     sft: SFTConfig = SFTConfig()
     """Data and schedule."""
+
+
+class EvalConfig(BaseConfig):
+    """`asyncrl eval ENV`: run an environment against a model and report its rewards."""
+
+    env: str = "reverse-text"
+    """Environment name (`asyncrl env list`); also the first positional argument."""
+
+    env_args: dict[str, Any] = {}
+    """Keyword arguments of the environment's load_environment, as JSON: --env-args '{"seed": 1}'."""
+
+    base_url: str | None = None
+    """An OpenAI-compatible server (e.g. http://host:8000/v1) whose model `model.path` names; without
+    it, the built-in server is started on `model.path`."""
+
+    api_key: str | None = None
+    """Bearer token for `base_url`."""
+
+    retries: int = Field(5, ge=0)
+    """Retries, with exponential backoff from 0.5 s, of a request the model server failed or never got."""
+
+    num_examples: int = Field(20, ge=1)
+    """Tasks evaluated (the first ones of the environment's dataset)."""
+
+    rollouts_per_example: int = Field(4, ge=1)
+    """Rollouts per task; pass@k is reported for k up to this."""
+
+    max_concurrent: int = Field(32, ge=1)
+    """Rollouts in flight at once."""
+
+    pass_threshold: float = 1.0
+    """A rollout counts as passing for pass@k when its reward is at least this."""
+
+    output_dir: Path | None = None
+    """Where results.jsonl and summary.json go (default: runs/eval/<env>-<time>)."""
+
+    seed: int = 0
+    """Seed of the built-in server's sampler."""
+
+    model: ModelConfig = ModelConfig()
+    """The model: a path for the built-in server, or the served model's name with base_url."""
+
+    inference: InferenceConfig = InferenceConfig(port=0)
+    """The built-in server started when no base_url is given."""
+
+    sampling: SamplingConfig = SamplingConfig()
+    """Sampling of every model turn."""
 
 
 class InferenceServerConfig(BaseConfig):

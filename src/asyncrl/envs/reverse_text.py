@@ -8,6 +8,10 @@ from __future__ import annotations
 import random
 from typing import Any
 
+from asyncrl.envs.environment import SingleTurnEnv
+from asyncrl.envs.parsers import Completion, Parser
+from asyncrl.envs.rubric import Rubric
+
 SYSTEM_PROMPT = "Reverse the text character by character."
 ALPHABET = "abcdefghijklmnopqrstuvwxyz"
 
@@ -35,3 +39,37 @@ def reverse_text_tasks(n: int, seed: int, min_chars: int = 4, max_chars: int = 1
 def sft_records(tasks: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Tasks as SFT chat records: the prompt messages followed by the answer as the assistant turn."""
     return [{"messages": [*t["prompt"], {"role": "assistant", "content": t["answer"]}]} for t in tasks]
+
+
+def lcs_length(a: str, b: str) -> int:
+    """Length of the longest common subsequence of two strings."""
+    previous = [0] * (len(b) + 1)
+    for ch in a:
+        current = [0]
+        for j, other in enumerate(b):
+            current.append(previous[j] + 1 if ch == other else max(previous[j + 1], current[j]))
+        previous = current
+    return previous[-1]
+
+
+def lcs_ratio(completion: Completion, answer: str, parser: Parser) -> float:
+    """2 * LCS / (len(prediction) + len(answer)): 1.0 for the exact reversal, partial credit otherwise."""
+    prediction = parser.parse_answer(completion) or ""
+    if not prediction and not answer:
+        return 1.0
+    return 2 * lcs_length(prediction, answer) / (len(prediction) + len(answer))
+
+
+def load_environment(
+    num_examples: int = 1000, seed: int = 0, min_chars: int = 4, max_chars: int = 16
+) -> SingleTurnEnv:
+    """Reverse a short text. Args: num_examples (tasks generated), seed, min_chars / max_chars (the
+    difficulty: length of the text to reverse)."""
+    if not 1 <= min_chars <= max_chars:
+        raise ValueError(f"need 1 <= min_chars <= max_chars, got {min_chars} and {max_chars}")
+    parser = Parser()
+    env = SingleTurnEnv(
+        reverse_text_tasks(num_examples, seed, min_chars, max_chars), Rubric([lcs_ratio], parser=parser)
+    )
+    env.description = "Reverse a short text; reward = LCS ratio against the reversed text."
+    return env

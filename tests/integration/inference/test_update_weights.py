@@ -30,7 +30,7 @@ def perturbed_dir(tmp_path_factory, tiny_dir: Path) -> Path:
 
 @pytest.fixture()
 def fresh_server(start_server):
-    return start_server("--model.path", "tiny")
+    return start_server("tiny")
 
 
 def _greedy(url: str, prompt: str = "weights", max_tokens: int = 24) -> dict:

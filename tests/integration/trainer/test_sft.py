@@ -28,7 +28,7 @@ def test_sft_lowers_eval_loss_and_its_weights_load_in_the_server(tmp_path, start
     assert sorted(evals) == [0, 20, 40]
     assert evals[40] < evals[0] - 1.0, evals
 
-    server = start_server("--model.path", str(run / "weights" / "step_40"))
+    server = start_server(str(run / "weights" / "step_40"))
     messages = reverse_text_tasks(1, seed=99)[0]["prompt"]
     body = {
         "model": str(run / "weights" / "step_40"),

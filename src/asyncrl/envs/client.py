@@ -1,0 +1,108 @@
+"""The only way environments reach a model: an OpenAI-compatible chat endpoint, asked for token ids.
+
+Any server that speaks `/v1/chat/completions` with vLLM's `return_token_ids` extension works (the
+built-in server, vLLM). Connection failures and 5xx answers are retried with backoff; 4xx answers are
+the caller's mistake and raised at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+log = logging.getLogger("asyncrl.envs")
+
+
+class ModelUnavailableError(Exception):
+    """The model server could not be reached, or kept failing, after every retry."""
+
+
+class ModelRequestError(Exception):
+    """The model server refused a request (4xx); retrying would not help."""
+
+
+@dataclass
+class ChatTurn:
+    """One generation: the assistant message plus the exact tokens behind it."""
+
+    message: dict[str, Any]
+    prompt_token_ids: list[int]
+    token_ids: list[int]
+    logprobs: list[float]
+    policy_version: int
+    finish_reason: str
+
+
+@dataclass
+class ModelClient:
+    base_url: str
+    model: str
+    timeout_s: float = 600.0
+    retries: int = 5
+    backoff_s: float = 0.5
+    api_key: str | None = None
+    _http: httpx.AsyncClient | None = field(default=None, repr=False)
+
+    async def __aenter__(self) -> ModelClient:
+        headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+        self._http = httpx.AsyncClient(
+            base_url=self.base_url.rstrip("/"), timeout=self.timeout_s, headers=headers
+        )
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._http is not None:
+            await self._http.aclose()
+
+    async def post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        """POST with retries on connection errors and 5xx; the JSON answer."""
+        assert self._http is not None, "use `async with ModelClient(...)`"
+        delay = self.backoff_s
+        for attempt in range(self.retries + 1):
+            try:
+                response = await self._http.post(path, json=body)
+            except httpx.TransportError as e:
+                problem = f"{type(e).__name__}: {e}"
+            else:
+                if response.status_code < 400:
+                    return response.json()
+                if response.status_code < 500:
+                    raise ModelRequestError(
+                        f"{self.base_url}{path} refused the request: {response.text[:500]}"
+                    )
+                problem = f"HTTP {response.status_code}: {response.text[:200]}"
+            if attempt < self.retries:
+                log.warning("model server %s: %s; retrying in %.1fs", self.base_url, problem, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
+        raise ModelUnavailableError(
+            f"model server {self.base_url} failed {self.retries + 1} times: {problem}"
+        )
+
+    async def chat(
+        self, messages: list[dict[str, Any]], sampling: dict[str, Any], tools: list[dict] | None = None
+    ) -> ChatTurn:
+        body: dict[str, Any] = {
+            "model": self.model,
+            "messages": messages,
+            "logprobs": True,
+            "return_token_ids": True,
+            **sampling,
+        }
+        if tools:
+            body["tools"] = tools
+        choice = (await self.post("/v1/chat/completions", body))["choices"][0]
+        content = (choice.get("logprobs") or {}).get("content") or []
+        message = {k: v for k, v in choice["message"].items() if v is not None}
+        return ChatTurn(
+            message=message,
+            prompt_token_ids=choice.get("prompt_token_ids") or [],
+            token_ids=choice.get("token_ids") or [],
+            logprobs=[item["logprob"] for item in content],
+            policy_version=choice.get("policy_version", 0),
+            finish_reason=choice.get("finish_reason") or "stop",
+        )

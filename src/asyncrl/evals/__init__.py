@@ -1,0 +1,1 @@
+"""`asyncrl eval`: run an environment against a model and summarise the rewards."""

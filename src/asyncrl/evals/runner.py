@@ -1,0 +1,137 @@
+"""Run `rollouts_per_example` rollouts of the first `num_examples` tasks, write them as they finish, and
+summarise: mean reward, each reward function's mean, and pass@k (the unbiased estimator)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from math import comb
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from asyncrl.config import EvalConfig
+from asyncrl.envs.client import ModelClient
+from asyncrl.envs.environment import Environment, Rollout
+from asyncrl.envs.registry import load_environment
+from asyncrl.evals.server_process import InferenceServerProcess
+
+
+def pass_at_k(n: int, c: int, k: int) -> float:
+    """Probability that at least one of k rollouts drawn from n, of which c pass, passes."""
+    if n - c < k:
+        return 1.0
+    return 1.0 - comb(n - c, k) / comb(n, k)
+
+
+def rollout_record(example: int, rollout: Rollout) -> dict[str, Any]:
+    return {
+        "example": example,
+        "task": rollout.task,
+        "completion": rollout.completion,
+        "reward": rollout.reward,
+        "metrics": rollout.metrics,
+        "tokens": sum(len(t.token_ids) for t in rollout.turns),
+        "finish_reason": rollout.turns[-1].finish_reason if rollout.turns else None,
+    }
+
+
+def summarize(records: list[dict[str, Any]], rollouts_per_example: int, threshold: float) -> dict[str, Any]:
+    by_example: dict[int, list[dict[str, Any]]] = {}
+    for r in records:
+        by_example.setdefault(r["example"], []).append(r)
+    metric_names = sorted({name for r in records for name in r["metrics"]})
+    summary: dict[str, Any] = {
+        "rollouts": len(records),
+        "examples": len(by_example),
+        "reward_mean": sum(r["reward"] for r in records) / max(1, len(records)),
+        "metrics": {
+            m: sum(r["metrics"].get(m, 0.0) for r in records) / max(1, len(records)) for m in metric_names
+        },
+        "pass_threshold": threshold,
+        "pass_at_k": {},
+    }
+    for k in range(1, rollouts_per_example + 1):
+        scores = [
+            pass_at_k(len(rs), sum(r["reward"] >= threshold for r in rs), k)
+            for rs in by_example.values()
+            if len(rs) >= k
+        ]
+        if scores:
+            summary["pass_at_k"][str(k)] = sum(scores) / len(scores)
+    return summary
+
+
+async def run_rollouts(
+    env: Environment, client: ModelClient, config: EvalConfig, results: Path
+) -> list[dict[str, Any]]:
+    """Every rollout, at most `max_concurrent` at once, appended to `results` as soon as it finishes (so a
+    run that fails midway keeps what it finished)."""
+    jobs = [(i, env.dataset[i]) for i in range(min(config.num_examples, len(env.dataset)))]
+    jobs = [job for job in jobs for _ in range(config.rollouts_per_example)]
+    sampling = config.sampling.model_dump()
+    gate = asyncio.Semaphore(config.max_concurrent)
+    records: list[dict[str, Any]] = []
+    progress = tqdm(total=len(jobs), desc=f"eval {config.env}", unit="rollout")
+
+    async def one(example: int, task: dict[str, Any]) -> None:
+        async with gate:
+            rollout = await env.run(client, task, sampling)
+        record = rollout_record(example, rollout)
+        records.append(record)
+        with open(results, "a") as f:
+            f.write(json.dumps(record) + "\n")
+        progress.update(1)
+        progress.set_postfix(reward=f"{sum(r['reward'] for r in records) / len(records):.3f}")
+
+    try:
+        await asyncio.gather(*(one(i, task) for i, task in jobs))
+    finally:
+        progress.close()
+    return records
+
+
+def format_summary(summary: dict[str, Any]) -> str:
+    lines = [f"{'reward (mean)':<24}{summary['reward_mean']:.4f}"]
+    lines += [f"{name:<24}{value:.4f}" for name, value in summary["metrics"].items()]
+    lines += [f"{'pass@' + k:<24}{value:.4f}" for k, value in summary["pass_at_k"].items()]
+    lines.append(f"{'rollouts':<24}{summary['rollouts']} ({summary['examples']} examples)")
+    return "\n".join(lines)
+
+
+async def _evaluate(
+    env: Environment, config: EvalConfig, base_url: str, results: Path
+) -> list[dict[str, Any]]:
+    async with ModelClient(
+        base_url, config.model.path, retries=config.retries, api_key=config.api_key
+    ) as client:
+        return await run_rollouts(env, client, config, results)
+
+
+def run_eval(config: EvalConfig) -> Path:
+    """Evaluate and write results.jsonl and summary.json; returns the output dir."""
+    env = load_environment(config.env, **config.env_args)
+    out = config.output_dir or Path("runs") / "eval" / f"{config.env}-{time.strftime('%Y%m%d-%H%M%S')}"
+    out.mkdir(parents=True, exist_ok=True)
+    results = out / "results.jsonl"
+    results.unlink(missing_ok=True)
+    if config.base_url:
+        records = asyncio.run(_evaluate(env, config, config.base_url.removesuffix("/v1"), results))
+    else:
+        with InferenceServerProcess(
+            config.model, config.inference, config.seed, out / "server.log"
+        ) as server:
+            records = asyncio.run(_evaluate(env, config, server.url, results))
+    summary = summarize(records, config.rollouts_per_example, config.pass_threshold)
+    summary.update(
+        env=config.env,
+        env_args=config.env_args,
+        model=config.model.path,
+        sampling=config.sampling.model_dump(),
+    )
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    print(format_summary(summary))
+    print(f"results: {results}\nsummary: {out / 'summary.json'}")
+    return out

@@ -1,0 +1,35 @@
+"""Environments against a real server: rollouts keep the exact tokens the server generated."""
+
+from __future__ import annotations
+
+import asyncio
+
+from asyncrl.envs.client import ModelClient
+from asyncrl.envs.registry import load_environment
+from asyncrl.models import load_tokenizer
+
+
+def test_a_rollout_keeps_the_servers_token_ids_and_logprobs(server):
+    env = load_environment("reverse-text", num_examples=3, seed=5)
+
+    async def main():
+        async with ModelClient(server.url, "tiny") as client:
+            return await asyncio.gather(
+                *(env.run(client, task, {"max_tokens": 12, "temperature": 1.0}) for task in env.dataset)
+            )
+
+    tokenizer = load_tokenizer("tiny")
+    for rollout in asyncio.run(main()):
+        (turn,) = rollout.turns
+        expected_prompt = tokenizer.apply_chat_template(
+            rollout.prompt, add_generation_prompt=True, tokenize=True, return_dict=False
+        )
+        assert turn.prompt_token_ids == list(expected_prompt)
+        ids, mask, logprobs = rollout.token_sample()
+        assert ids == turn.prompt_token_ids + turn.token_ids
+        assert mask == [False] * len(turn.prompt_token_ids) + [True] * len(turn.token_ids)
+        assert logprobs[len(turn.prompt_token_ids) :] == turn.logprobs
+        assert len(turn.logprobs) == len(turn.token_ids) > 0
+        assert 0.0 <= rollout.reward <= 1.0
+        assert set(rollout.metrics) == {"lcs_ratio"}
+        assert rollout.policy_version == 0
