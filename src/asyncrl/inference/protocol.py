@@ -66,6 +66,8 @@ class CompletionRequest(_Request):
 class ChatCompletionRequest(_Request):
     messages: list[dict[str, Any]] = Field(min_length=1)
     tools: list[dict[str, Any]] | None = None
+    tool_choice: str | dict[str, Any] | None = None
+    """"none" keeps tool-call text as content; anything else lets the server parse tool calls."""
     max_tokens: int | None = Field(None, ge=1)
     max_completion_tokens: int | None = Field(None, ge=1)
     logprobs: bool = False

@@ -8,6 +8,7 @@ from typing import Any
 from transformers import PreTrainedTokenizerBase
 
 from asyncrl.inference.backend import SequenceDelta
+from asyncrl.inference.output_parsers import assistant_message
 from asyncrl.inference.protocol import ChatCompletionRequest, CompletionRequest
 from asyncrl.models import byte_symbols
 
@@ -161,10 +162,16 @@ class ChoiceShaper:
         tokenizer: PreTrainedTokenizerBase,
         token_text: TokenTexts,
         request: CompletionRequest | ChatCompletionRequest,
+        tool_call_parser: str | None = None,
+        reasoning_parser: str | None = None,
     ) -> None:
         self.tokenizer = tokenizer
         self.token_text = token_text
         self.request = request
+        # As in vLLM, tool calls are only looked for when the request offers tools.
+        offers_tools = getattr(request, "tools", None) and getattr(request, "tool_choice", None) != "none"
+        self.tool_call_parser = tool_call_parser if offers_tools else None
+        self.reasoning_parser = reasoning_parser
         self.chat = isinstance(request, ChatCompletionRequest)
         if isinstance(request, ChatCompletionRequest):
             self.want_logprobs, self.top = request.logprobs, request.top_logprobs or 0
@@ -180,12 +187,15 @@ class ChoiceShaper:
     def full(self, state: ChoiceState, prompt: list[int], version: int) -> dict[str, Any]:
         text = state.text(self.tokenizer)
         choice: dict[str, Any] = {"index": state.index}
+        finish_reason = state.finish_reason
         if self.chat:
-            choice["message"] = {"role": "assistant", "content": text}
+            choice["message"] = assistant_message(text, self.tool_call_parser, self.reasoning_parser)
+            if "tool_calls" in choice["message"] and finish_reason == "stop":
+                finish_reason = "tool_calls"
         else:
             choice["text"] = text
         choice["logprobs"] = self._logprobs(state, 0)
-        choice["finish_reason"] = state.finish_reason
+        choice["finish_reason"] = finish_reason
         choice.update(state.extensions(prompt, self.request.return_token_ids, version))
         return choice
 

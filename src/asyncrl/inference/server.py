@@ -17,7 +17,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from transformers import GenerationConfig, PreTrainedTokenizerBase
 
-from asyncrl.config import InferenceServerConfig
+from asyncrl.config import InferenceConfig, InferenceServerConfig
 from asyncrl.inference.backend import (
     Backend,
     EngineDeadError,
@@ -119,7 +119,11 @@ class Served:
 
 
 def create_app(
-    backend: Backend, tokenizer: PreTrainedTokenizerBase, name: str, eos: tuple[int, ...]
+    backend: Backend,
+    tokenizer: PreTrainedTokenizerBase,
+    name: str,
+    eos: tuple[int, ...],
+    config: InferenceConfig,
 ) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -217,7 +221,9 @@ def create_app(
         max_tokens = request.max_completion_tokens or request.max_tokens
         top = (request.top_logprobs or 0) if request.logprobs else 0
         params = [served.sampling_params(request, len(prompt), max_tokens, top)]
-        shape = ChoiceShaper(tokenizer, served.token_text, request)
+        shape = ChoiceShaper(
+            tokenizer, served.token_text, request, config.tool_call_parser, config.reasoning_parser
+        )
         return await respond(raw, backend, shape, name, [list(prompt)], params)
 
     return app
@@ -269,5 +275,5 @@ def serve(config: InferenceServerConfig) -> None:
     tokenizer = load_tokenizer(config.model.path)
     backend = TorchEngine(config.model.path, config.model.dtype, config.inference, config.seed)
     name = config.inference.served_model_name or config.model.path
-    app = create_app(backend, tokenizer, name, eos_token_ids(model_dir, tokenizer))
+    app = create_app(backend, tokenizer, name, eos_token_ids(model_dir, tokenizer), config.inference)
     uvicorn.run(app, host=config.inference.host, port=config.inference.port, log_level="warning")

@@ -278,3 +278,23 @@ def test_text_content_parts_are_joined(client):
         model="tiny", messages=[{"role": "user", "content": "hello you"}], max_tokens=4, temperature=0
     )
     assert out.choices[0].message.content == plain.choices[0].message.content
+
+
+def test_tools_and_tool_messages_go_through_the_chat_template(server):
+    add = {
+        "name": "add",
+        "description": "Add two numbers.",
+        "parameters": {"type": "object", "properties": {}},
+    }
+    tools = [{"type": "function", "function": add}]
+    messages = [
+        {"role": "user", "content": "1+2?"},
+        {"role": "assistant", "content": "", "tool_calls": [
+            {"id": "c1", "type": "function", "function": {"name": "add", "arguments": '{"a": 1, "b": 2}'}}]},
+        {"role": "tool", "tool_call_id": "c1", "content": "3"},
+    ]  # fmt: skip
+    body = {"model": "tiny", "messages": messages, "tools": tools, "max_tokens": 4, "return_token_ids": True}
+    response = httpx.post(f"{server.url}/v1/chat/completions", json=body, timeout=30)
+    assert response.status_code == 200, response.text
+    prompt = bytes(t for t in response.json()["choices"][0]["prompt_token_ids"] if t < 256).decode()
+    assert '"name": "add"' in prompt and "<tool_response>\n3\n</tool_response>" in prompt
