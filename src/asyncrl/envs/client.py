@@ -106,3 +106,36 @@ class ModelClient:
             policy_version=choice.get("policy_version", 0),
             finish_reason=choice.get("finish_reason") or "stop",
         )
+
+    async def tokenize(
+        self, messages: list[dict[str, Any]], tools: list[dict] | None, add_generation_prompt: bool
+    ) -> list[int]:
+        """The prompt ids the server's chat template gives `messages` (vLLM's `/tokenize`)."""
+        body: dict[str, Any] = {
+            "model": self.model,
+            "messages": messages,
+            "add_generation_prompt": add_generation_prompt,
+        }
+        if tools:
+            body["tools"] = tools
+        return (await self.post("/tokenize", body))["tokens"]
+
+    async def complete(self, prompt_token_ids: list[int], sampling: dict[str, Any]) -> tuple[str, ChatTurn]:
+        """Generate from exact prompt ids (token-in); the text and the turn, whose message is left empty."""
+        body = {
+            "model": self.model,
+            "prompt": prompt_token_ids,
+            "logprobs": 0,
+            "return_token_ids": True,
+            **sampling,
+        }
+        choice = (await self.post("/v1/completions", body))["choices"][0]
+        turn = ChatTurn(
+            message={},
+            prompt_token_ids=choice.get("prompt_token_ids") or prompt_token_ids,
+            token_ids=choice.get("token_ids") or [],
+            logprobs=(choice.get("logprobs") or {}).get("token_logprobs") or [],
+            policy_version=choice.get("policy_version", 0),
+            finish_reason=choice.get("finish_reason") or "stop",
+        )
+        return choice.get("text") or "", turn

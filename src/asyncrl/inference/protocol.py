@@ -76,6 +76,16 @@ class ChatCompletionRequest(_Request):
     continue_final_message: bool = False
 
 
+class TokenizeRequest(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    model: str | None = None
+    messages: list[dict[str, Any]] | None = None
+    prompt: str | None = None
+    tools: list[dict[str, Any]] | None = None
+    add_generation_prompt: bool = True
+
+
 class UpdateWeightsRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 

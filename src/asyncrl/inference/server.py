@@ -29,6 +29,7 @@ from asyncrl.inference.protocol import (
     APIError,
     ChatCompletionRequest,
     CompletionRequest,
+    TokenizeRequest,
     UpdateWeightsRequest,
     now,
 )
@@ -108,6 +109,29 @@ class Served:
             stop_token_ids=self.eos_token_ids,
             ignore_eos=request.ignore_eos,
         )
+
+    def render_chat(
+        self,
+        messages: list[dict[str, Any]],
+        tools: list[dict[str, Any]] | None,
+        add_generation_prompt: bool,
+        continue_final_message: bool,
+    ) -> list[int]:
+        """The prompt ids of a conversation, as the chat template renders it."""
+        try:
+            ids = self.tokenizer.apply_chat_template(
+                [_text_message(m) for m in messages],
+                tools=tools,
+                add_generation_prompt=add_generation_prompt and not continue_final_message,
+                continue_final_message=continue_final_message,
+                tokenize=True,
+                return_dict=False,
+            )
+        except (TemplateError, KeyError, TypeError, ValueError) as e:
+            raise APIError(
+                400, f"messages cannot be rendered by the chat template: {e}", "messages"
+            ) from None
+        return list(ids)
 
     def check_token_ids(self, ids: list[int]) -> list[int]:
         # The model's vocabulary, not the tokenizer's: ids the model generated must be accepted back.
@@ -205,19 +229,9 @@ def create_app(
     async def chat_completions(request: ChatCompletionRequest, raw: Request) -> Response:
         served.check_model(request.model)
         served.check_choices(request.n)
-        try:
-            prompt = tokenizer.apply_chat_template(
-                [_text_message(m) for m in request.messages],
-                tools=request.tools,
-                add_generation_prompt=request.add_generation_prompt and not request.continue_final_message,
-                continue_final_message=request.continue_final_message,
-                tokenize=True,
-                return_dict=False,
-            )
-        except (TemplateError, KeyError, TypeError, ValueError) as e:
-            raise APIError(
-                400, f"messages cannot be rendered by the chat template: {e}", "messages"
-            ) from None
+        prompt = served.render_chat(
+            request.messages, request.tools, request.add_generation_prompt, request.continue_final_message
+        )
         max_tokens = request.max_completion_tokens or request.max_tokens
         top = (request.top_logprobs or 0) if request.logprobs else 0
         params = [served.sampling_params(request, len(prompt), max_tokens, top)]
@@ -225,6 +239,18 @@ def create_app(
             tokenizer, served.token_text, request, config.tool_call_parser, config.reasoning_parser
         )
         return await respond(raw, backend, shape, name, [list(prompt)], params)
+
+    @app.post("/tokenize")
+    async def tokenize(request: TokenizeRequest) -> dict[str, Any]:
+        """vLLM's /tokenize: the prompt ids a chat or completions request would be given."""
+        served.check_model(request.model)
+        if request.messages is not None:
+            tokens = served.render_chat(request.messages, request.tools, request.add_generation_prompt, False)
+        elif request.prompt is not None:
+            tokens = served.encode(request.prompt)
+        else:
+            raise APIError(400, "give `messages` or `prompt`", "messages")
+        return {"tokens": tokens, "count": len(tokens), "max_model_len": backend.max_model_len}
 
     return app
 

@@ -1,0 +1,97 @@
+"""A small OpenAI-compatible server for tests that answers with scripted assistant text.
+
+It renders prompts with the tiny model's real chat template and tokenizer, so token ids and /tokenize
+behave like the built-in server's; only the generated text comes from the script.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import uvicorn
+from fastapi import FastAPI
+
+from asyncrl.evals.server_process import free_port
+from asyncrl.inference.output_parsers import assistant_message
+from asyncrl.models import load_tokenizer
+
+
+class Script:
+    def __init__(self, outputs: list[str], strip_content: bool = False) -> None:
+        self.outputs = list(outputs)
+        self.strip_content = strip_content
+        """Answer the message with stripped content while the token ids keep the spaces, so the chat
+        template re-renders the turn differently from what was generated."""
+        self.requests: list[tuple[str, dict[str, Any]]] = []
+
+
+def _app(script: Script) -> FastAPI:
+    tokenizer = load_tokenizer("tiny")
+    app = FastAPI()
+
+    def render(messages: list[dict], tools: list | None, generation: bool) -> list[int]:
+        return list(
+            tokenizer.apply_chat_template(
+                messages, tools=tools, add_generation_prompt=generation, tokenize=True, return_dict=False
+            )
+        )
+
+    def generated(text: str) -> tuple[list[int], list[float]]:
+        ids = tokenizer.encode(text, add_special_tokens=False) + [tokenizer.eos_token_id]
+        return ids, [-0.5] * len(ids)
+
+    @app.post("/tokenize")
+    async def tokenize(body: dict[str, Any]) -> dict[str, Any]:
+        script.requests.append(("tokenize", body))
+        tokens = render(body["messages"], body.get("tools"), body.get("add_generation_prompt", True))
+        return {"tokens": tokens, "count": len(tokens)}
+
+    @app.post("/v1/chat/completions")
+    async def chat(body: dict[str, Any]) -> dict[str, Any]:
+        script.requests.append(("chat", body))
+        text = script.outputs.pop(0)
+        ids, logprobs = generated(text)
+        message = assistant_message(text.strip() if script.strip_content else text, "hermes", None)
+        choice = {
+            "index": 0,
+            "message": message,
+            "logprobs": {"content": [{"token": "", "logprob": lp} for lp in logprobs]},
+            "finish_reason": "tool_calls" if "tool_calls" in message else "stop",
+            "prompt_token_ids": render(body["messages"], body.get("tools"), True),
+            "token_ids": ids,
+            "policy_version": 3,
+        }
+        return {"choices": [choice]}
+
+    @app.post("/v1/completions")
+    async def completions(body: dict[str, Any]) -> dict[str, Any]:
+        script.requests.append(("completions", body))
+        text = script.outputs.pop(0)
+        ids, logprobs = generated(text)
+        choice = {"index": 0, "text": text, "logprobs": {"token_logprobs": logprobs}, "finish_reason": "stop",
+                  "prompt_token_ids": body["prompt"], "token_ids": ids, "policy_version": 3}  # fmt: skip
+        return {"choices": [choice]}
+
+    return app
+
+
+@contextmanager
+def scripted_server(script: Script) -> Iterator[str]:
+    """Serve `script` on 127.0.0.1 in a thread; yields the base URL."""
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(_app(script), host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert time.monotonic() < deadline, "scripted server did not start"
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
