@@ -41,6 +41,11 @@ class MultiTurnEnv(Environment):
         """True when the rollout should end after the model's last turn."""
         return False
 
+    async def run(self, client: ModelClient, task: dict[str, Any], sampling: dict[str, Any]) -> Rollout:
+        rollout = await super().run(client, task, sampling)
+        rollout.metrics.update(turns=len(rollout.turns), spliced_turns=rollout.state["spliced_turns"])
+        return rollout
+
     async def rollout(self, client: ModelClient, task: dict[str, Any], sampling: dict[str, Any]) -> Rollout:
         rollout = Rollout(task=task, prompt=list(task["prompt"]), state={"spliced_turns": 0})
         messages = list(task["prompt"])

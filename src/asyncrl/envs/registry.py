@@ -11,7 +11,11 @@ from typing import Any
 from asyncrl.envs.environment import Environment
 
 ENTRY_POINT_GROUP = "asyncrl.environments"
-BUILT_IN = {"reverse-text": "asyncrl.envs.reverse_text:load_environment"}
+BUILT_IN = {
+    "reverse-text": "asyncrl.envs.reverse_text:load_environment",
+    "arithmetic": "asyncrl.envs.arithmetic:load_environment",
+    "calculator": "asyncrl.envs.calculator:load_environment",
+}
 
 
 class EnvironmentNotFoundError(Exception):

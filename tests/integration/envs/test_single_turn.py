@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from asyncrl.envs.client import ModelClient
 from asyncrl.envs.registry import load_environment
 from asyncrl.models import load_tokenizer
@@ -33,3 +35,17 @@ def test_a_rollout_keeps_the_servers_token_ids_and_logprobs(server):
         assert 0.0 <= rollout.reward <= 1.0
         assert set(rollout.metrics) == {"lcs_ratio"}
         assert rollout.policy_version == 0
+
+
+@pytest.mark.parametrize("name", ["reverse-text", "arithmetic", "calculator"])
+def test_every_built_in_environment_runs_against_the_tiny_model(server, name):
+    env = load_environment(name, num_examples=2)
+
+    async def main():
+        async with ModelClient(server.url, "tiny") as client:
+            return await asyncio.gather(*(env.run(client, t, {"max_tokens": 16}) for t in env.dataset))
+
+    for rollout in asyncio.run(main()):
+        assert rollout.turns and rollout.metrics
+        ids, mask, _ = rollout.token_sample()
+        assert sum(mask) == sum(len(t.token_ids) for t in rollout.turns)

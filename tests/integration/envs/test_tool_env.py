@@ -116,3 +116,24 @@ def test_a_call_formatted_unlike_the_template_is_spliced_not_retokenised():
     assert (
         ids[: len(first.prompt_token_ids) + len(first.token_ids)] == first.prompt_token_ids + first.token_ids
     )
+
+
+def test_calculator_environment_with_a_scripted_model():
+    from asyncrl.envs.registry import load_environment
+
+    env = load_environment("calculator", num_examples=1, seed=4)
+    task = env.dataset[0]
+    expression = task["prompt"][-1]["content"].removeprefix("What is ").removesuffix("?")
+    script = Script(
+        [_call("calculate", f'{{"expression": "{expression}"}}'), f"\\\\boxed{{{task['answer']}}}"]
+    )
+
+    async def main(url: str):
+        async with ModelClient(url, "scripted") as client:
+            return await env.run(client, task, {"max_tokens": 64})
+
+    with scripted_server(script) as url:
+        rollout = asyncio.run(main(url))
+    assert rollout.completion[1]["content"] == task["answer"]
+    assert rollout.reward == 1.0
+    assert rollout.metrics["turns"] == 2
