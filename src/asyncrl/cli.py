@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 from asyncrl.config import (
     BaseConfig,
@@ -17,6 +18,7 @@ from asyncrl.config import (
 )
 from asyncrl.envs.client import ModelRequestError, ModelUnavailableError
 from asyncrl.envs.registry import EnvironmentArgsError, EnvironmentNotFoundError
+from asyncrl.envs.scaffold import ScaffoldError
 from asyncrl.evals.server_process import ServerStartError
 from asyncrl.models import ModelLoadError
 from asyncrl.run_dir import BatchFormatError, WaitTimeout
@@ -37,6 +39,7 @@ USER_ERRORS = (
     ModelUnavailableError,
     ModelRequestError,
     ServerStartError,
+    ScaffoldError,
 )
 
 
@@ -65,8 +68,9 @@ def _eval(config: EvalConfig) -> None:
 
 
 def _env(argv: list[str]) -> int:
-    """`asyncrl env list` / `asyncrl env info NAME`."""
+    """`asyncrl env list` / `asyncrl env info NAME` / `asyncrl env init NAME [--path DIR]`."""
     from asyncrl.envs.registry import available, describe
+    from asyncrl.envs.scaffold import scaffold
 
     if argv[:1] == ["list"]:
         for name, target in sorted(available().items()):
@@ -76,7 +80,14 @@ def _env(argv: list[str]) -> int:
         for key, value in describe(argv[1]).items():
             print(f"{key:<14}{value}")
         return 0
-    print("usage: asyncrl env list | asyncrl env info NAME", file=sys.stderr)
+    if argv[:1] == ["init"] and len(argv) in (2, 4) and (len(argv) == 2 or argv[2] == "--path"):
+        root = scaffold(argv[1], Path(argv[3]) if len(argv) == 4 else Path("."))
+        print(f"created {root}; install it with: pip install -e {root}")
+        return 0
+    print(
+        "usage: asyncrl env list | asyncrl env info NAME | asyncrl env init NAME [--path DIR]",
+        file=sys.stderr,
+    )
     return 2
 
 
@@ -91,7 +102,7 @@ COMMANDS: dict[str, tuple[type[BaseConfig], Callable, str]] = {
 def usage() -> str:
     lines = ["usage: asyncrl <command> [-c FILE.toml ...] [--section.key VALUE ...]", "", "commands:"]
     lines += [f"  {name:<12} {doc}" for name, (_, _, doc) in COMMANDS.items()]
-    lines += [f"  {'env':<12} environments installed: asyncrl env list | asyncrl env info NAME"]
+    lines += [f"  {'env':<12} environments: asyncrl env list | env info NAME | env init NAME [--path DIR]"]
     lines += ["", "`asyncrl <command> --help` lists every option with its doc and default."]
     return "\n".join(lines)
 
