@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 
 from asyncrl.evals.server_process import free_port
 
@@ -57,3 +58,24 @@ def test_unknown_environments_and_bad_arguments_are_clear_errors(tmp_path):
     assert unknown.returncode == 1 and "installed: arithmetic, calculator, reverse-text" in unknown.stderr
     bad = _eval("reverse-text", "--env-args", '{"colour": 1}', "--output-dir", str(tmp_path))
     assert bad.returncode == 1 and "min_chars" in bad.stderr
+
+
+def test_a_server_that_dies_mid_run_keeps_the_finished_rollouts(start_server, tmp_path):
+    server = start_server("tiny")
+    command = [sys.executable, "-m", "asyncrl.cli", "eval", "reverse-text", "--base-url", server.url,
+               "--model", "tiny", "--num-examples", "400", "--rollouts-per-example", "1",
+               "--max-concurrent", "2", "--sampling.max-tokens", "32", "--retries", "1",
+               "--output-dir", str(tmp_path)]  # fmt: skip
+    evaluation = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    results = tmp_path / "results.jsonl"
+    deadline = time.monotonic() + 300
+    while not (results.exists() and len(results.read_text().splitlines()) >= 3):
+        assert evaluation.poll() is None and time.monotonic() < deadline, "eval ended or stalled early"
+        time.sleep(0.05)
+    server.process.kill()
+    _, stderr = evaluation.communicate(timeout=300)
+    assert evaluation.returncode == 1
+    assert "failed 2 times" in stderr.strip().splitlines()[-1]
+    kept = results.read_text().splitlines()
+    assert 3 <= len(kept) < 400
+    assert all(json.loads(line)["reward"] >= 0 for line in kept)
