@@ -29,7 +29,8 @@ def tiny_dir() -> Path:
 
 def _server(model_path: str, log_path: Path) -> InferenceServerProcess:
     # One engine thread: the test process and the server share the CPU.
-    return InferenceServerProcess(ModelConfig(path=model_path), InferenceConfig(num_threads=1), 0, log_path)
+    config = InferenceConfig(port=0, num_threads=1)  # a free port each
+    return InferenceServerProcess(ModelConfig(path=model_path), config, 0, log_path)
 
 
 @pytest.fixture()

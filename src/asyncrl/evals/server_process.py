@@ -27,31 +27,41 @@ class InferenceServerProcess:
     """`asyncrl inference` on 127.0.0.1, started on enter, stopped on exit."""
 
     def __init__(self, model: ModelConfig, inference: InferenceConfig, seed: int, log_path: Path) -> None:
-        self.port = inference.port or free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.fixed_port = inference.port
         self.log_path = log_path
-        self.command = [sys.executable, "-m", "asyncrl.cli", "inference", "--model.path", model.path,
-                        "--model.dtype", model.dtype, "--seed", str(seed), "--inference.port", str(self.port),
-                        "--inference.max-num-seqs", str(inference.max_num_seqs),
-                        "--inference.num-threads", str(inference.num_threads)]  # fmt: skip
+        self.arguments = ["--model.path", model.path, "--model.dtype", model.dtype, "--seed", str(seed),
+                          "--inference.max-num-seqs", str(inference.max_num_seqs),
+                          "--inference.num-threads", str(inference.num_threads)]  # fmt: skip
 
     def __enter__(self) -> InferenceServerProcess:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        self._log = open(self.log_path, "w")  # noqa: SIM115 - closed in __exit__
-        self.process = subprocess.Popen(self.command, stdout=self._log, stderr=subprocess.STDOUT)
-        self._wait_healthy(timeout_s=300)
-        return self
+        # A port picked free can be taken by another process before the server binds it: try again then.
+        for _ in range(1 if self.fixed_port else 3):
+            self.port = self.fixed_port or free_port()
+            self.url = f"http://127.0.0.1:{self.port}"
+            self._log = open(self.log_path, "w")  # noqa: SIM115 - closed in __exit__
+            command = [sys.executable, "-m", "asyncrl.cli", "inference", "--inference.port", str(self.port)]
+            self.process = subprocess.Popen(
+                command + self.arguments, stdout=self._log, stderr=subprocess.STDOUT
+            )
+            if self._wait_healthy(timeout_s=300):
+                return self
+        raise ServerStartError(f"the inference server could not bind a port:\n{self._tail()}")
 
-    def _wait_healthy(self, timeout_s: float) -> None:
+    def _wait_healthy(self, timeout_s: float) -> bool:
+        """True once this very process answers /health; False if its port was taken."""
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 self.__exit__()
+                if "address already in use" in self.log_path.read_text():
+                    return False
                 raise ServerStartError(f"the inference server exited:\n{self._tail()}")
             try:
-                if httpx.get(f"{self.url}/health", timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
+                health = httpx.get(f"{self.url}/health", timeout=2)
+                if health.status_code == 200 and health.json().get("pid") == self.process.pid:
+                    return True
+            except (httpx.HTTPError, ValueError):
                 pass
             time.sleep(0.2)
         self.__exit__()

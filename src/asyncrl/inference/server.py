@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -188,7 +189,7 @@ def create_app(
     @app.get("/health")
     async def health() -> JSONResponse:
         stats = backend.stats()
-        return JSONResponse({"status": "ok", "policy_version": stats.policy_version})
+        return JSONResponse({"status": "ok", "policy_version": stats.policy_version, "pid": os.getpid()})
 
     @app.get("/metrics")
     async def metrics() -> Response:
