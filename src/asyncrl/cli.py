@@ -11,6 +11,7 @@ from asyncrl.config import (
     ConfigError,
     EvalConfig,
     InferenceServerConfig,
+    OrchestratorProcessConfig,
     SFTProcessConfig,
     TrainerProcessConfig,
     format_help,
@@ -21,6 +22,7 @@ from asyncrl.envs.registry import EnvironmentArgsError, EnvironmentNotFoundError
 from asyncrl.envs.scaffold import ScaffoldError
 from asyncrl.evals.server_process import ServerStartError
 from asyncrl.models import ModelLoadError
+from asyncrl.orchestrator.pool import AllServersDownError
 from asyncrl.run_dir import BatchFormatError, WaitTimeout
 from asyncrl.trainer.checkpoint import CheckpointError
 from asyncrl.trainer.losses import LossImportError
@@ -40,6 +42,7 @@ USER_ERRORS = (
     ModelRequestError,
     ServerStartError,
     ScaffoldError,
+    AllServersDownError,
 )
 
 
@@ -59,6 +62,12 @@ def _sft(config: SFTProcessConfig) -> None:
     from asyncrl.trainer.sft import run_sft
 
     run_sft(config)
+
+
+def _orchestrator(config: OrchestratorProcessConfig) -> None:
+    from asyncrl.orchestrator.loop import run_orchestrator
+
+    run_orchestrator(config)
 
 
 def _eval(config: EvalConfig) -> None:
@@ -93,6 +102,7 @@ def _env(argv: list[str]) -> int:
 
 COMMANDS: dict[str, tuple[type[BaseConfig], Callable, str]] = {
     "inference": (InferenceServerConfig, _inference, "the OpenAI-compatible inference server alone"),
+    "orchestrator": (OrchestratorProcessConfig, _orchestrator, "rollouts into training batches, alone"),
     "trainer": (TrainerProcessConfig, _trainer, "the RL trainer alone (torchrun for several ranks)"),
     "sft": (SFTProcessConfig, _sft, "supervised fine-tuning on prompt/completion or chat JSONL"),
     "eval": (EvalConfig, _eval, "run an environment against a model: asyncrl eval ENV [options]"),

@@ -217,6 +217,72 @@ class SamplingConfig(BaseConfig):
     """Most tokens one model turn may generate."""
 
 
+class EnvSpec(BaseConfig):
+    name: str = "reverse-text"
+    """Environment name (`asyncrl env list`)."""
+
+    args: dict[str, Any] = {}
+    """Keyword arguments of its load_environment."""
+
+
+class ClientConfig(BaseConfig):
+    base_urls: list[str] = ["http://127.0.0.1:8000"]
+    """Inference servers; each rollout goes to the least loaded live one."""
+
+    timeout_s: float = Field(600.0, gt=0)
+    """Give up on one model request after this long."""
+
+    retries: int = Field(2, ge=0)
+    """Retries on one server before it is marked dead and its rollouts move to the others."""
+
+
+class OrchestratorConfig(BaseConfig):
+    env: EnvSpec = EnvSpec()
+    """The environment rollouts come from."""
+
+    batch_size: int = Field(64, ge=1)
+    """Rollouts per step (a multiple of group_size)."""
+
+    group_size: int = Field(8, ge=1)
+    """Rollouts per task; advantages are relative to the group's mean reward."""
+
+    max_inflight: int = Field(64, ge=1)
+    """Rollouts running at once across all servers."""
+
+    async_level: int = Field(1, ge=0)
+    """Steps the orchestrator may run ahead of the newest weights (0: synchronous, on-policy)."""
+
+    max_off_policy_steps: int = Field(2, ge=1)
+    """Step N trains only on samples from policies >= N - max_off_policy_steps; staler ones are
+    discarded and counted (1 means strictly on-policy)."""
+
+    normalize_advantages: bool = False
+    """Divide group advantages by the group's reward std."""
+
+    drop_zero_advantage: bool = False
+    """Leave out groups whose rewards are all equal (they carry no signal)."""
+
+    samples_per_step: int = Field(4, ge=0)
+    """Decoded rollouts written to samples/step_<N>.jsonl for people to read."""
+
+    weights_timeout_s: float = Field(3600.0, gt=0)
+    """Give up waiting for the trainer's weights after this long."""
+
+    sampling: SamplingConfig = SamplingConfig()
+    """Sampling of every model turn."""
+
+    client: ClientConfig = ClientConfig()
+    """The inference servers."""
+
+    @model_validator(mode="after")
+    def _whole_groups(self) -> OrchestratorConfig:
+        if self.batch_size % self.group_size:
+            raise ValueError(
+                f"batch_size {self.batch_size} must be a multiple of group_size {self.group_size}"
+            )
+        return self
+
+
 # Process configs: what each command accepts.
 
 
@@ -240,6 +306,25 @@ class TrainerProcessConfig(BaseConfig):
 
     trainer: TrainerConfig = TrainerConfig()
     """The trainer."""
+
+
+class OrchestratorProcessConfig(BaseConfig):
+    """`asyncrl orchestrator`: rollouts from the inference servers into batches for the trainer."""
+
+    output_dir: Path = Path("runs/default")
+    """Run directory shared with the trainer: rollouts/ are written, weights/ watched."""
+
+    max_steps: int = Field(30, ge=1)
+    """Batches to produce."""
+
+    seed: int = 0
+    """Seed of the task order."""
+
+    model: ModelConfig = ModelConfig()
+    """The model the inference servers serve (its path is the name requests use)."""
+
+    orchestrator: OrchestratorConfig = OrchestratorConfig()
+    """The orchestrator."""
 
 
 class SFTProcessConfig(BaseConfig):

@@ -28,6 +28,7 @@ log = logging.getLogger("asyncrl.run_dir")
 BATCH_FORMAT = "asyncrl.batch"
 BATCH_VERSION = "1"
 BATCH_FILE = "batch.safetensors"
+PROGRESS_FILE = "progress.json"
 STABLE = "STABLE"
 HEARTBEAT_S = 30.0
 
@@ -78,8 +79,11 @@ def write_atomically(final: Path, fill: Callable[[Path], None]) -> Path:
 # -- rollout batches: orchestrator -> trainer --------------------------------------------------------------
 
 
-def write_batch(run_dir: Path, step: int, samples: list[Sample]) -> Path:
-    """Write step `step`'s batch (safetensors: no pickle) atomically to rollouts/step_<step>/."""
+def write_batch(
+    run_dir: Path, step: int, samples: list[Sample], progress: dict[str, Any] | None = None
+) -> Path:
+    """Write step `step`'s batch (safetensors: no pickle) atomically to rollouts/step_<step>/, with the
+    producer's `progress` (what a restart needs) beside it in the same atomic write."""
     if not samples:
         raise ValueError("a batch needs at least one sample")
     for i, s in enumerate(samples):
@@ -98,9 +102,18 @@ def write_batch(run_dir: Path, step: int, samples: list[Sample]) -> Path:
         "temperatures": torch.tensor([s.temperature for s in samples], dtype=torch.float32),
     }
     metadata = {"format": BATCH_FORMAT, "version": BATCH_VERSION, "step": str(step)}
-    return write_atomically(
-        step_dir(run_dir, "rollouts", step), lambda d: save_file(tensors, str(d / BATCH_FILE), metadata)
-    )
+
+    def fill(directory: Path) -> None:
+        save_file(tensors, str(directory / BATCH_FILE), metadata)
+        if progress is not None:
+            (directory / PROGRESS_FILE).write_text(json.dumps(progress))
+
+    return write_atomically(step_dir(run_dir, "rollouts", step), fill)
+
+
+def load_progress(batch_dir: Path) -> dict[str, Any]:
+    """The progress saved with a batch by write_batch."""
+    return json.loads((Path(batch_dir) / PROGRESS_FILE).read_text())
 
 
 def load_batch(path: Path) -> list[Sample]:

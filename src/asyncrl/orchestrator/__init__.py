@@ -1,0 +1,1 @@
+"""The orchestrator process: rollouts from inference servers into training batches, bounded staleness."""
