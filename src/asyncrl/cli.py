@@ -12,6 +12,7 @@ from asyncrl.config import (
     EvalConfig,
     InferenceServerConfig,
     OrchestratorProcessConfig,
+    RLConfig,
     SFTProcessConfig,
     TrainerProcessConfig,
     format_help,
@@ -21,6 +22,7 @@ from asyncrl.envs.client import ModelRequestError, ModelUnavailableError
 from asyncrl.envs.registry import EnvironmentArgsError, EnvironmentNotFoundError
 from asyncrl.envs.scaffold import ScaffoldError
 from asyncrl.evals.server_process import ServerStartError
+from asyncrl.launcher.errors import ChildFailedError
 from asyncrl.models import ModelLoadError
 from asyncrl.orchestrator.pool import AllServersDownError
 from asyncrl.run_dir import BatchFormatError, WaitTimeout
@@ -43,6 +45,7 @@ USER_ERRORS = (
     ServerStartError,
     ScaffoldError,
     AllServersDownError,
+    ChildFailedError,
 )
 
 
@@ -62,6 +65,12 @@ def _sft(config: SFTProcessConfig) -> None:
     from asyncrl.trainer.sft import run_sft
 
     run_sft(config)
+
+
+def _rl(config: RLConfig) -> None:
+    from asyncrl.launcher.rl import run_rl
+
+    run_rl(config)
 
 
 def _orchestrator(config: OrchestratorProcessConfig) -> None:
@@ -101,6 +110,7 @@ def _env(argv: list[str]) -> int:
 
 
 COMMANDS: dict[str, tuple[type[BaseConfig], Callable, str]] = {
+    "rl": (RLConfig, _rl, "inference + orchestrator + trainer together on this machine"),
     "inference": (InferenceServerConfig, _inference, "the OpenAI-compatible inference server alone"),
     "orchestrator": (OrchestratorProcessConfig, _orchestrator, "rollouts into training batches, alone"),
     "trainer": (TrainerProcessConfig, _trainer, "the RL trainer alone (torchrun for several ranks)"),

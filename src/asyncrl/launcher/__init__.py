@@ -1,0 +1,1 @@
+"""`asyncrl rl`: the three processes of a run, started, watched and stopped together."""

@@ -1,0 +1,5 @@
+"""Errors of `asyncrl rl` that the CLI reports in a line or a log tail, without a traceback."""
+
+
+class ChildFailedError(Exception):
+    """One of the run's processes exited with an error, or the run dir cannot be used."""

@@ -1,0 +1,48 @@
+"""report.png: reward, loss, throughput and off-policy lag of a run, from its metrics.jsonl."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only: runs have no display
+import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
+
+from asyncrl.run_dir import read_metrics  # noqa: E402
+
+PANELS = [
+    ("orchestrator", "reward_mean", "reward (mean of the batch)"),
+    ("trainer", "loss", "loss"),
+    ("orchestrator", "tokens_per_s", "inference tokens/s"),
+    ("trainer", "tokens_per_s", "trainer tokens/s"),
+    ("orchestrator", "off_policy_max", "off-policy lag (max, steps)"),
+    ("trainer", "wait_s", "trainer wait for data (s)"),
+]
+
+
+def write_report(run_dir: Path) -> Path | None:
+    """Draw the panels that have data; None when nothing has been logged yet."""
+    rows = read_metrics(run_dir)
+    if not rows:
+        return None
+    figure, axes = plt.subplots(2, 3, figsize=(13, 7))
+    for axis, (component, figure_name, title) in zip(axes.flat, PANELS, strict=True):
+        latest: dict[int, float] = {}
+        for row in rows:  # a resumed step's later line wins
+            if row["component"] == component and figure_name in row:
+                latest[row["step"]] = row[figure_name]
+        steps = sorted(latest)
+        axis.plot(steps, [latest[s] for s in steps], marker="o", markersize=3)
+        axis.set_title(title)
+        axis.set_xlabel("step")
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True))
+        axis.grid(alpha=0.3)
+    figure.tight_layout()
+    path = Path(run_dir) / "report.png"
+    tmp = path.with_name(".report.png.tmp")
+    figure.savefig(tmp, dpi=90, format="png")
+    plt.close(figure)
+    tmp.replace(path)
+    return path

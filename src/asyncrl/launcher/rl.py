@@ -1,0 +1,134 @@
+"""`asyncrl rl`: start inference, trainer and orchestrator from one config, watch them, stop them together.
+
+Each child reads its own part of the config from `logs/<name>.toml` and writes `logs/<name>.log`. One
+progress bar follows the trainer's steps with reward, tokens/s and off-policy lag; `report.png` is
+refreshed as steps land. Ctrl-C stops all three and leaves a resumable run dir (`--resume true`); a
+child that crashes stops the others and its log tail is shown.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from tqdm import tqdm
+
+from asyncrl.config import RLConfig
+from asyncrl.evals.server_process import InferenceServerProcess
+from asyncrl.launcher.errors import ChildFailedError
+from asyncrl.launcher.report import write_report
+from asyncrl.launcher.toml_writer import to_toml
+from asyncrl.run_dir import read_metrics
+
+POLL_S = 0.5
+
+
+def _child_configs(config: RLConfig, server_url: str) -> dict[str, dict]:
+    run = {"output_dir": str(config.output_dir), "max_steps": config.max_steps, "seed": config.seed}
+    orchestrator = config.orchestrator.model_dump(mode="json")
+    orchestrator["client"]["base_urls"] = [server_url]
+    trainer: dict = {
+        **run,
+        "model": config.model.model_dump(mode="json"),
+        "trainer": config.trainer.model_dump(mode="json"),
+    }
+    if config.resume and (config.output_dir / "checkpoints").exists():
+        trainer["resume"] = "latest"
+    return {
+        "trainer": trainer,
+        "orchestrator": {**run, "model": config.model.model_dump(mode="json"), "orchestrator": orchestrator},
+    }
+
+
+def _tail(path: Path, lines: int = 25) -> str:
+    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else "(no log)"
+
+
+def _start(name: str, settings: dict, logs: Path) -> subprocess.Popen:
+    (logs / f"{name}.toml").write_text(to_toml(settings))
+    log = open(logs / f"{name}.log", "a")  # noqa: SIM115 - the child owns it until it exits
+    command = [sys.executable, "-m", "asyncrl.cli", name, "-c", str(logs / f"{name}.toml")]
+    return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+
+
+def _stop(processes: dict[str, subprocess.Popen]) -> None:
+    for process in processes.values():
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+    for process in processes.values():
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+def _progress_postfix(run_dir: Path) -> tuple[int, dict[str, str]]:
+    trainer = read_metrics(run_dir, "trainer")
+    orchestrator = read_metrics(run_dir, "orchestrator")
+    postfix = {}
+    if orchestrator:
+        last = orchestrator[-1]
+        postfix = {"reward": f"{last['reward_mean']:.3f}", "tok/s": f"{last['tokens_per_s']:.0f}",
+                   "lag": str(int(last["off_policy_max"]))}  # fmt: skip
+    return (trainer[-1]["step"] if trainer else 0), postfix
+
+
+def run_rl(config: RLConfig) -> None:
+    run_dir = config.output_dir
+    if run_dir.exists() and any(run_dir.iterdir()) and not config.resume:
+        raise ChildFailedError(
+            f"{run_dir} is not empty: pass --resume true to continue it, or another --output-dir"
+        )
+    logs = run_dir / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.toml").write_text(to_toml(config))
+    server = InferenceServerProcess(config.model, config.inference, config.seed, logs / "inference.log")
+    with server:
+        processes = {
+            name: _start(name, settings, logs)
+            for name, settings in _child_configs(config, server.url).items()
+        }
+        bar = tqdm(total=config.max_steps, desc="rl", unit="step")
+        last_report = 0
+        try:
+            while True:
+                step, postfix = _progress_postfix(run_dir)
+                bar.n = step
+                bar.set_postfix(postfix)
+                if step > last_report:
+                    write_report(run_dir)
+                    last_report = step
+                failed = [n for n, p in processes.items() if p.poll() not in (None, 0)]
+                if failed or server.process.poll() is not None:
+                    name = failed[0] if failed else "inference"
+                    raise ChildFailedError(f"the {name} process stopped; the tail of logs/{name}.log:\n"
+                                           + _tail(logs / f"{name}.log"))  # fmt: skip
+                if all(p.poll() == 0 for p in processes.values()):
+                    break
+                time.sleep(POLL_S)
+        except KeyboardInterrupt:
+            print(
+                f"\nstopping; continue with: asyncrl rl -c {run_dir / 'config.toml'} --resume true",
+                file=sys.stderr,
+            )
+            raise
+        finally:
+            bar.close()
+            _stop(processes)
+    write_report(run_dir)
+    _print_summary(run_dir)
+
+
+def _print_summary(run_dir: Path) -> None:
+    orchestrator = read_metrics(run_dir, "orchestrator")
+    if not orchestrator:
+        return
+    first, last = orchestrator[0], orchestrator[-5:]
+    mean_last = sum(m["reward_mean"] for m in last) / len(last)
+    print(
+        f"reward: first step {first['reward_mean']:.3f}, mean of the last {len(last)} steps {mean_last:.3f}"
+    )
+    print(f"run dir: {run_dir} (report.png, metrics.jsonl, weights/)")
