@@ -1,4 +1,5 @@
-"""Typed configs: pydantic models composed from TOML files plus `--section.key value` overrides.
+"""Typed configs: one pydantic model per section and per command, composed from TOML files plus
+`--section.key value` overrides (see config_loader).
 
 Every field carries its own docstring and its default; `--help` is generated from them, so the
 pydantic field is the one source of defaults.
@@ -6,25 +7,13 @@ pydantic field is the one source of defaults.
 
 from __future__ import annotations
 
-import difflib
-import json
-import tomllib
-import types
-import typing
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Field, model_validator
 
-T = TypeVar("T", bound="BaseConfig")
-
-
-class ConfigError(Exception):
-    """A config file or override is wrong; the message names the key and what was expected."""
-
-
-class BaseConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True, validate_assignment=True)
+# ConfigError, format_help and load_config are re-exported: `asyncrl.config` is the public config API.
+from asyncrl.config_loader import BaseConfig, ConfigError, format_help, load_config  # noqa: F401
 
 
 class ModelConfig(BaseConfig):
@@ -436,197 +425,3 @@ class InferenceServerConfig(BaseConfig):
 
     inference: InferenceConfig = InferenceConfig()
     """The server and its engine."""
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Loading: TOML files, then command-line overrides, then one validation.
-
-
-def load_config(cls: type[T], argv: list[str]) -> T:
-    """Build `cls` from `-c/--config FILE` (repeatable, later wins) and `--section.key value` overrides."""
-    files, overrides = _split_argv(argv)
-    merged: dict[str, Any] = {}
-    for file in files:
-        _deep_merge(merged, _read_toml(file))
-    for dotted, raw in overrides:
-        path = dotted.replace("-", "_").split(".")
-        annotation = _field_annotation(cls, path)
-        _set_dotted(merged, path, _parse_value(raw, annotation))
-    try:
-        return cls.model_validate(merged)
-    except ValidationError as e:
-        raise ConfigError(_describe(cls, e)) from None
-
-
-def _split_argv(argv: list[str]) -> tuple[list[Path], list[tuple[str, str]]]:
-    files: list[Path] = []
-    overrides: list[tuple[str, str]] = []
-    i = 0
-    while i < len(argv):
-        arg = argv[i]
-        if arg in ("-c", "--config"):
-            if i + 1 >= len(argv):
-                raise ConfigError(f"{arg} needs a file: {arg} FILE.toml")
-            files.append(Path(argv[i + 1]))
-            i += 2
-        elif arg.startswith("--config="):
-            files.append(Path(arg.split("=", 1)[1]))
-            i += 1
-        elif arg.startswith("--"):
-            key, has_eq, value = arg[2:].partition("=")
-            if not key:
-                raise ConfigError(f"empty option {arg!r}: write --section.key value")
-            if not has_eq:
-                if i + 1 >= len(argv) or argv[i + 1].startswith("--"):
-                    raise ConfigError(f"--{key} needs a value: --{key} VALUE")
-                value = argv[i + 1]
-                i += 1
-            overrides.append((key, value))
-            i += 1
-        else:
-            raise ConfigError(f"unexpected argument {arg!r}: options are -c FILE and --section.key value")
-    return files, overrides
-
-
-def _read_toml(file: Path) -> dict[str, Any]:
-    if not file.is_file():
-        raise ConfigError(f"config file {file} does not exist")
-    try:
-        return tomllib.loads(file.read_text())
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"config file {file} is not valid TOML: {e}") from None
-
-
-def _deep_merge(into: dict[str, Any], new: dict[str, Any]) -> None:
-    for key, value in new.items():
-        if isinstance(value, dict) and isinstance(into.get(key), dict):
-            _deep_merge(into[key], value)
-        else:
-            into[key] = value
-
-
-def _set_dotted(into: dict[str, Any], path: list[str], value: Any) -> None:
-    for key in path[:-1]:
-        node = into.setdefault(key, {})
-        if not isinstance(node, dict):
-            raise ConfigError(f"{'.'.join(path)}: {key} is a value, not a section")
-        into = node
-    into[path[-1]] = value
-
-
-def _unwrap(annotation: Any) -> Any:
-    """The BaseConfig class inside `X | None`, else the annotation itself."""
-    if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
-        configs = [a for a in typing.get_args(annotation) if _is_config(a)]
-        if configs:
-            return configs[0]
-    return annotation
-
-
-def _is_config(annotation: Any) -> bool:
-    return isinstance(annotation, type) and issubclass(annotation, BaseConfig)
-
-
-def _field_annotation(cls: type[BaseConfig], path: list[str]) -> Any:
-    """The annotation of the field at `path`, or a ConfigError naming the unknown key."""
-    node: Any = cls
-    for depth, key in enumerate(path):
-        node = _unwrap(node)
-        if not _is_config(node):
-            if typing.get_origin(node) is dict or node is dict:
-                return Any
-            raise ConfigError(f"unknown key {'.'.join(path)!r}: {'.'.join(path[:depth])} is not a section")
-        if key not in node.model_fields:
-            raise ConfigError(_unknown_key_message(node, path[:depth], key))
-        node = node.model_fields[key].annotation
-    return node
-
-
-def _unknown_key_message(cls: type[BaseConfig], prefix: list[str], key: str) -> str:
-    dotted = ".".join([*prefix, key])
-    close = difflib.get_close_matches(key, list(cls.model_fields), n=1)
-    hint = f" (did you mean {'.'.join([*prefix, close[0]])!r}?)" if close else ""
-    where = ".".join(prefix) or "top level"
-    return f"unknown key {dotted!r}{hint}; {where} has: {', '.join(cls.model_fields)}"
-
-
-def _parse_value(raw: str, annotation: Any) -> Any:
-    """Strings stay strings where the field is textual; anything else is read as a JSON/TOML literal."""
-    if _accepts_plain_string(annotation):
-        return raw
-    for parse in (json.loads, lambda s: tomllib.loads(f"v = {s}")["v"]):
-        try:
-            return parse(raw)
-        except (ValueError, tomllib.TOMLDecodeError):
-            continue
-    return raw
-
-
-def _accepts_plain_string(annotation: Any) -> bool:
-    if annotation in (str, Path):
-        return True
-    args = typing.get_args(annotation)
-    if typing.get_origin(annotation) is Literal:
-        return all(isinstance(a, str) for a in args)
-    if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
-        return any(_accepts_plain_string(a) for a in args if a is not type(None))
-    return False
-
-
-def _describe(cls: type[BaseConfig], error: ValidationError) -> str:
-    first = error.errors()[0]
-    loc = [str(part) for part in first["loc"]]
-    dotted = ".".join(loc)
-    if first["type"] == "extra_forbidden":
-        parent: Any = cls
-        for key in loc[:-1]:
-            parent = _unwrap(parent.model_fields[key].annotation) if _is_config(parent) else parent
-        if _is_config(parent):
-            return _unknown_key_message(parent, loc[:-1], loc[-1])
-    got = first.get("input")
-    more = f" (and {error.error_count() - 1} more)" if error.error_count() > 1 else ""
-    return f"{dotted}: {first['msg']}, got {got!r}{more}"
-
-
-# ---------------------------------------------------------------------------------------------------------
-# --help, generated from the fields.
-
-
-def format_help(cls: type[BaseConfig], command: str) -> str:
-    """Usage plus every field, with its doc and default, grouped by section."""
-    lines = [
-        f"usage: asyncrl {command} [-c FILE.toml ...] [--section.key VALUE ...]",
-        "",
-        (cls.__doc__ or "").strip(),
-        "",
-        "  -c, --config FILE   TOML config file; repeatable, later files win; overrides win over files",
-        "",
-    ]
-    lines += _field_lines(cls, [])
-    return "\n".join(lines)
-
-
-def _field_lines(cls: type[BaseConfig], prefix: list[str]) -> list[str]:
-    lines: list[str] = []
-    sections: list[tuple[str, type[BaseConfig], str]] = []
-    for name, field in cls.model_fields.items():
-        sub = _unwrap(field.annotation)
-        if _is_config(sub):
-            sections.append((name, sub, field.description or ""))
-            continue
-        dotted = ".".join([*prefix, name])
-        default = field.get_default(call_default_factory=True)
-        lines.append(f"  --{dotted} {_type_name(field.annotation)}  (default: {json.dumps(default)})")
-        lines.append(f"      {field.description or ''}")
-    for name, sub, doc in sections:
-        lines += ["", f"[{'.'.join([*prefix, name])}]  {doc}"]
-        lines += _field_lines(sub, [*prefix, name])
-    return lines
-
-
-def _type_name(annotation: Any) -> str:
-    if typing.get_origin(annotation) is Literal:
-        return "{" + "|".join(str(a) for a in typing.get_args(annotation)) + "}"
-    if isinstance(annotation, type):
-        return annotation.__name__.upper()
-    return str(annotation).replace("typing.", "").upper()
