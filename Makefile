@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/asyncrl inference --model.path tiny
+	$(BIN)/asyncrl rl --output-dir runs/rl-$$(date +%Y%m%d-%H%M%S)
 
 test: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
