@@ -5,10 +5,12 @@ Tasks are generated from a seed, so the default job needs no dataset download.
 
 from __future__ import annotations
 
+import asyncio
 import random
 from typing import Any
 
-from asyncrl.envs.environment import SingleTurnEnv
+from asyncrl.envs.client import ModelClient
+from asyncrl.envs.environment import Rollout, SingleTurnEnv
 from asyncrl.envs.parsers import Completion, Parser
 from asyncrl.envs.rubric import Rubric
 
@@ -60,16 +62,31 @@ def lcs_ratio(completion: Completion, answer: str, parser: Parser) -> float:
     return 2 * lcs_length(prediction, answer) / (len(prediction) + len(answer))
 
 
+class DelayedReverseText(SingleTurnEnv):
+    """Reverse-text with a fixed extra latency per rollout, standing in for tool calls or sandboxes."""
+
+    def __init__(self, *args: Any, latency_s: float, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.latency_s = latency_s
+
+    async def rollout(self, client: ModelClient, task: dict[str, Any], sampling: dict[str, Any]) -> Rollout:
+        await asyncio.sleep(self.latency_s)
+        return await super().rollout(client, task, sampling)
+
+
 def load_environment(
-    num_examples: int = 1000, seed: int = 0, min_chars: int = 4, max_chars: int = 16
+    num_examples: int = 1000, seed: int = 0, min_chars: int = 4, max_chars: int = 16, latency_s: float = 0.0
 ) -> SingleTurnEnv:
     """Reverse a short text. Args: num_examples (tasks generated), seed, min_chars / max_chars (the
-    difficulty: length of the text to reverse)."""
+    difficulty: length of the text to reverse), latency_s (extra seconds per rollout, for benchmarks)."""
     if not 1 <= min_chars <= max_chars:
         raise ValueError(f"need 1 <= min_chars <= max_chars, got {min_chars} and {max_chars}")
-    parser = Parser()
-    env = SingleTurnEnv(
-        reverse_text_tasks(num_examples, seed, min_chars, max_chars), Rubric([lcs_ratio], parser=parser)
+    tasks = reverse_text_tasks(num_examples, seed, min_chars, max_chars)
+    rubric = Rubric([lcs_ratio], parser=Parser())
+    env = (
+        DelayedReverseText(tasks, rubric, latency_s=latency_s)
+        if latency_s > 0
+        else SingleTurnEnv(tasks, rubric)
     )
     env.description = "Reverse a short text; reward = LCS ratio against the reversed text."
     return env

@@ -62,3 +62,10 @@ def test_registry_lists_built_ins_and_explains_mistakes():
         load_environment("arithmetic", difficulty=3)
     with pytest.raises(EnvironmentArgsError, match="max_value must be at least 2"):
         load_environment("arithmetic", max_value=1)
+
+
+def test_reverse_text_can_add_latency_per_rollout():
+    from asyncrl.envs.reverse_text import DelayedReverseText
+
+    assert isinstance(load_environment("reverse-text", num_examples=2, latency_s=0.5), DelayedReverseText)
+    assert not isinstance(load_environment("reverse-text", num_examples=2), DelayedReverseText)

@@ -1,0 +1,63 @@
+"""Synchronous (async_level=0) vs asynchronous (async_level=2) RL on the same job, in one run.
+
+The environment adds a fixed latency to every rollout, as tool calls and sandboxes do. Synchronous
+RL pays that latency and the trainer step one after the other; asynchronous RL overlaps them. Prints
+steps/s, the share of the trainer's time spent waiting for data, and the speed-up.
+
+    .venv/bin/python benchmarks/async_vs_sync.py [--steps 8] [--latency 1.0]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from asyncrl.evals.server_process import free_port
+from asyncrl.run_dir import read_metrics
+
+
+def run(async_level: int, steps: int, latency: float, out: Path) -> dict[str, float]:
+    command = [
+        sys.executable, "-m", "asyncrl.cli", "rl", "--output-dir", str(out), "--max-steps", str(steps),
+        "--inference.port", str(free_port()), "--orchestrator.async-level", str(async_level),
+        "--orchestrator.max-off-policy-steps", str(async_level + 1),
+        "--orchestrator.env.args", json.dumps({"latency_s": latency}),
+        "--orchestrator.batch-size", "32", "--orchestrator.group-size", "8",
+        "--orchestrator.sampling.max-tokens", "24", "--trainer.checkpoint.interval", "0",
+    ]  # fmt: skip
+    start = time.perf_counter()
+    subprocess.run(command, check=True, capture_output=True)
+    elapsed = time.perf_counter() - start
+    trainer = read_metrics(out, "trainer")
+    wait = sum(m["wait_s"] for m in trainer[1:])  # the first step waits for the first batch either way
+    busy = sum(m["step_s"] for m in trainer[1:])
+    return {"steps_per_s": steps / elapsed, "wait_share": wait / (wait + busy), "seconds": elapsed,
+            "step_s": busy / max(1, len(trainer) - 1)}  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--steps", type=int, default=8)
+    parser.add_argument("--latency", type=float, default=1.0, help="seconds added to every rollout")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        sync = run(0, args.steps, args.latency, Path(tmp) / "sync")
+        asynchronous = run(2, args.steps, args.latency, Path(tmp) / "async")
+    print(f"{args.steps} steps, {args.latency:.2f}s added per rollout, batch 32 (groups of 8)")
+    print(f"{'':<14}{'steps/s':>10}{'wait share':>12}{'trainer step s':>16}{'wall s':>9}")
+    for name, r in (("async_level=0", sync), ("async_level=2", asynchronous)):
+        print(
+            f"{name:<14}{r['steps_per_s']:>10.3f}{r['wait_share']:>12.1%}{r['step_s']:>16.2f}{r['seconds']:>9.1f}"
+        )
+    print(f"speed-up: {asynchronous['steps_per_s'] / sync['steps_per_s']:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
