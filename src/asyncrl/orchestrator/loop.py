@@ -178,7 +178,8 @@ async def orchestrate(config: OrchestratorProcessConfig) -> None:
                 write_batch(run_dir, step, samples, progress={"step": step, "cursor": tasks.cursor})
                 figures = batch_figures(stats, step, time.perf_counter() - start, wait_s)
                 write_readable_samples(run_dir, step, stats.groups, cfg.samples_per_step)
-                append_metrics(run_dir, "orchestrator", step, {**figures, "policy_version": watcher.version})
+                figures.update(policy_version=watcher.version, weight_update_s=watcher.last_update_s)
+                append_metrics(run_dir, "orchestrator", step, figures)
                 bar.update(1)
                 bar.set_postfix(reward=f"{figures['reward_mean']:.3f}", lag=int(figures["off_policy_max"]))
         finally:

@@ -21,7 +21,8 @@ class WeightWatcher:
         self.run_dir = run_dir
         self.pool = pool
         self.version = version
-        self.update_seconds: list[float] = []
+        self.last_update_s = 0.0
+        """How long the slowest server took to load the latest weights."""
 
     async def update(self) -> bool:
         found = latest_weights(self.run_dir)
@@ -29,7 +30,7 @@ class WeightWatcher:
             return False
         step, path = found
         seconds = await self.pool.update_weights(str(path), step)
-        self.update_seconds += seconds.values()
+        self.last_update_s = max(seconds.values(), default=0.0)
         log.info("servers now serve weights v%d (%s)", step, ", ".join(f"{s:.2f}s" for s in seconds.values()))
         self.version = step
         return True
