@@ -33,11 +33,12 @@ def run(async_level: int, steps: int, latency: float, out: Path) -> dict[str, fl
     start = time.perf_counter()
     subprocess.run(command, check=True, capture_output=True)
     elapsed = time.perf_counter() - start
-    trainer = read_metrics(out, "trainer")
-    wait = sum(m["wait_s"] for m in trainer[1:])  # the first step waits for the first batch either way
-    busy = sum(m["step_s"] for m in trainer[1:])
-    return {"steps_per_s": steps / elapsed, "wait_share": wait / (wait + busy), "seconds": elapsed,
-            "step_s": busy / max(1, len(trainer) - 1)}  # fmt: skip
+    # Steady state: from the second step on (start-up and the first batch cost both runs the same).
+    trainer = read_metrics(out, "trainer")[1:]
+    wait = sum(m["wait_s"] for m in trainer)
+    busy = sum(m["step_s"] for m in trainer)
+    return {"steps_per_s": len(trainer) / (wait + busy), "wait_share": wait / (wait + busy), "seconds": elapsed,
+            "step_s": busy / max(1, len(trainer))}  # fmt: skip
 
 
 def main() -> None:
@@ -51,6 +52,7 @@ def main() -> None:
         sync = run(0, args.steps, args.latency, Path(tmp) / "sync")
         asynchronous = run(2, args.steps, args.latency, Path(tmp) / "async")
     print(f"{args.steps} steps, {args.latency:.2f}s added per rollout, batch 32 (groups of 8)")
+    print("steps/s and wait share from step 2 on; wall s includes start-up")
     print(f"{'':<14}{'steps/s':>10}{'wait share':>12}{'trainer step s':>16}{'wall s':>9}")
     for name, r in (("async_level=0", sync), ("async_level=2", asynchronous)):
         print(
