@@ -37,8 +37,12 @@ def run(async_level: int, steps: int, latency: float, out: Path) -> dict[str, fl
     trainer = read_metrics(out, "trainer")[1:]
     wait = sum(m["wait_s"] for m in trainer)
     busy = sum(m["step_s"] for m in trainer)
-    return {"steps_per_s": len(trainer) / (wait + busy), "wait_share": wait / (wait + busy), "seconds": elapsed,
-            "step_s": busy / max(1, len(trainer))}  # fmt: skip
+    return {
+        "steps_per_s": len(trainer) / (wait + busy),
+        "wait_share": wait / (wait + busy),
+        "seconds": elapsed,
+        "step_s": busy / max(1, len(trainer)),
+    }
 
 
 def main() -> None:
