@@ -31,7 +31,9 @@ class BaseConfig(BaseModel):
 def load_config(cls: type[T], argv: list[str]) -> T:
     """Build `cls` from `-c/--config FILE` (repeatable, later wins) and `--section.key value` overrides."""
     files, overrides = _split_argv(argv)
-    merged: dict[str, Any] = {}
+    # Start from the command's own defaults, so overriding one key of a section keeps the section's other
+    # defaults as this command sets them (not as the section class sets them).
+    merged: dict[str, Any] = cls().model_dump(mode="json")
     for file in files:
         _deep_merge(merged, _read_toml(file))
     for dotted, raw in overrides:
@@ -202,7 +204,9 @@ def _field_lines(cls: type[BaseConfig], prefix: list[str]) -> list[str]:
             continue
         dotted = ".".join([*prefix, name])
         default = field.get_default(call_default_factory=True)
-        lines.append(f"  --{dotted} {_type_name(field.annotation)}  (default: {json.dumps(default)})")
+        lines.append(
+            f"  --{dotted} {_type_name(field.annotation)}  (default: {json.dumps(default, default=str)})"
+        )
         lines.append(f"      {field.description or ''}")
     for name, sub, doc in sections:
         lines += ["", f"[{'.'.join([*prefix, name])}]  {doc}"]

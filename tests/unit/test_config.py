@@ -101,3 +101,19 @@ def test_cli_prints_a_one_line_error_and_exits_2_on_bad_config():
     assert result.stderr.strip().count("\n") == 0
     assert "inference.port" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_overriding_one_key_keeps_the_commands_own_section_defaults():
+    from asyncrl.config import EvalConfig, RLConfig
+
+    config = load_config(EvalConfig, ["--inference.num-threads", "1"])
+    assert config.inference.port == 0, "eval's server picks a free port unless told otherwise"
+    rl = load_config(RLConfig, ["--trainer.optim.lr", "0.5"])
+    assert rl.trainer.num_threads == 1 and rl.inference.num_threads == 1
+
+
+def test_help_works_for_every_command():
+    from asyncrl.cli import COMMANDS
+
+    for name, (config_cls, _, _) in COMMANDS.items():
+        assert f"asyncrl {name}" in format_help(config_cls, name)
