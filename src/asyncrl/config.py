@@ -55,11 +55,11 @@ class InferenceConfig(BaseConfig):
     num_threads: int = Field(0, ge=0)
     """Torch CPU threads of the engine (0: torch's default). Processes that share a box split the cores."""
 
-    tool_call_parser: Literal["hermes"] | None = "hermes"
-    """How chat answers to requests with `tools` are read into `tool_calls` (None: left as text)."""
+    tool_call_parser: Literal["hermes", "off"] = "hermes"
+    """How chat answers to requests with `tools` are read into `tool_calls` ("off": left as text)."""
 
-    reasoning_parser: Literal["deepseek_r1"] | None = None
-    """Split `<think>...</think>` out of chat answers into `reasoning_content` (None: left as text)."""
+    reasoning_parser: Literal["deepseek_r1", "off"] = "off"
+    """Split `<think>...</think>` out of chat answers into `reasoning_content` ("off": left as text)."""
 
 
 class LossConfig(BaseConfig):

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import httpx
 
-from asyncrl.config import InferenceConfig, ModelConfig
+from asyncrl.config import InferenceConfig, InferenceServerConfig, ModelConfig
+from asyncrl.config_loader import to_toml
 
 
 class ServerStartError(Exception):
@@ -27,23 +28,25 @@ class InferenceServerProcess:
     """`asyncrl inference` on 127.0.0.1, started on enter, stopped on exit."""
 
     def __init__(self, model: ModelConfig, inference: InferenceConfig, seed: int, log_path: Path) -> None:
-        self.fixed_port = inference.port
+        self.model, self.inference, self.seed = model, inference, seed
         self.log_path = log_path
-        self.arguments = ["--model.path", model.path, "--model.dtype", model.dtype, "--seed", str(seed),
-                          "--inference.max-num-seqs", str(inference.max_num_seqs),
-                          "--inference.num-threads", str(inference.num_threads)]  # fmt: skip
 
     def __enter__(self) -> InferenceServerProcess:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        config_path = self.log_path.with_suffix(".toml")
         # A port picked free can be taken by another process before the server binds it: try again then.
-        for _ in range(1 if self.fixed_port else 3):
-            self.port = self.fixed_port or free_port()
+        for _ in range(1 if self.inference.port else 3):
+            self.port = self.inference.port or free_port()
             self.url = f"http://127.0.0.1:{self.port}"
-            self._log = open(self.log_path, "w")  # noqa: SIM115 - closed in __exit__
-            command = [sys.executable, "-m", "asyncrl.cli", "inference", "--inference.port", str(self.port)]
-            self.process = subprocess.Popen(
-                command + self.arguments, stdout=self._log, stderr=subprocess.STDOUT
+            config = InferenceServerConfig(
+                seed=self.seed,
+                model=self.model,
+                inference=self.inference.model_copy(update={"port": self.port}),
             )
+            config_path.write_text(to_toml(config))
+            self._log = open(self.log_path, "w")  # noqa: SIM115 - closed in __exit__
+            command = [sys.executable, "-m", "asyncrl.cli", "inference", "-c", str(config_path)]
+            self.process = subprocess.Popen(command, stdout=self._log, stderr=subprocess.STDOUT)
             if self._wait_healthy(timeout_s=300):
                 return self
         raise ServerStartError(f"the inference server could not bind a port:\n{self._tail()}")

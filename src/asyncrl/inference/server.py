@@ -237,7 +237,11 @@ def create_app(
         top = (request.top_logprobs or 0) if request.logprobs else 0
         params = [served.sampling_params(request, len(prompt), max_tokens, top)]
         shape = ChoiceShaper(
-            tokenizer, served.token_text, request, config.tool_call_parser, config.reasoning_parser
+            tokenizer,
+            served.token_text,
+            request,
+            _enabled(config.tool_call_parser),
+            _enabled(config.reasoning_parser),
         )
         return await respond(raw, backend, shape, name, [list(prompt)], params)
 
@@ -269,6 +273,10 @@ def _completion_prompts(
         served.check_token_ids(p) if isinstance(p, list) else served.encode(p)
         for p in prompt  # type: ignore[union-attr]
     ]
+
+
+def _enabled(parser: str) -> str | None:
+    return None if parser == "off" else parser
 
 
 def _text_message(message: dict[str, Any]) -> dict[str, Any]:

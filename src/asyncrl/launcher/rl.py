@@ -17,10 +17,10 @@ from pathlib import Path
 from tqdm import tqdm
 
 from asyncrl.config import RLConfig
+from asyncrl.config_loader import to_toml
 from asyncrl.evals.server_process import InferenceServerProcess
 from asyncrl.launcher.errors import ChildFailedError
 from asyncrl.launcher.report import write_report
-from asyncrl.launcher.toml_writer import to_toml
 from asyncrl.run_dir import read_metrics
 
 POLL_S = 0.5
