@@ -25,7 +25,7 @@ from asyncrl.envs.environment import Environment, Rollout
 from asyncrl.envs.registry import load_environment
 from asyncrl.orchestrator.advantages import group_advantages
 from asyncrl.orchestrator.pool import InferencePool
-from asyncrl.orchestrator.weights import POLL_S, WeightWatcher
+from asyncrl.orchestrator.weights import WeightWatcher
 from asyncrl.run_dir import PROGRESS_FILE, Sample, append_metrics, latest_step_dir, load_progress, write_batch
 
 log = logging.getLogger("asyncrl.orchestrator")
@@ -132,7 +132,9 @@ def write_readable_samples(run_dir: Path, step: int, groups: list[Group], count:
             f.write(json.dumps(record) + "\n")
 
 
-def batch_figures(stats: BatchStats, step: int, seconds: float, wait_s: float) -> dict[str, float]:
+def batch_figures(
+    stats: BatchStats, samples: list[Sample], step: int, seconds: float, wait_s: float
+) -> dict[str, float]:
     rollouts = [r for g in stats.groups for r in g.rollouts]
     rewards = [r.reward for r in rollouts]
     completion_tokens = sum(len(t.token_ids) for r in rollouts for t in r.turns)
@@ -140,7 +142,7 @@ def batch_figures(stats: BatchStats, step: int, seconds: float, wait_s: float) -
         "reward_mean": statistics.fmean(rewards),
         "reward_std": statistics.pstdev(rewards),
         "off_policy_max": max(step - r.policy_version for r in rollouts),
-        "seq_len_mean": statistics.fmean(len(r.token_sample()[0]) for r in rollouts),
+        "seq_len_mean": statistics.fmean(len(s.input_ids) for s in samples),
         "rollouts_per_s": len(rollouts) / seconds,
         "tokens_per_s": completion_tokens / seconds,
         "inflight_mean": stats.rollout_seconds / seconds,
@@ -148,12 +150,6 @@ def batch_figures(stats: BatchStats, step: int, seconds: float, wait_s: float) -
         "dropped_zero_advantage": stats.dropped_zero_advantage,
         "weights_wait_s": wait_s,
     }
-
-
-async def keep_weights_fresh(watcher: WeightWatcher) -> None:
-    while True:
-        await watcher.update()
-        await asyncio.sleep(POLL_S)
 
 
 async def orchestrate(config: OrchestratorProcessConfig) -> None:
@@ -164,7 +160,7 @@ async def orchestrate(config: OrchestratorProcessConfig) -> None:
     tasks = TaskStream(len(env.dataset), config.seed, progress["cursor"])
     async with InferencePool(cfg.client, config.model.path) as pool:
         watcher = WeightWatcher(run_dir, pool)
-        refresher = asyncio.create_task(keep_weights_fresh(watcher))
+        refresher = asyncio.create_task(watcher.keep_fresh())
         bar = tqdm(total=config.max_steps, initial=progress["step"], desc="orchestrator")
         try:
             for step in range(progress["step"] + 1, config.max_steps + 1):
@@ -176,7 +172,7 @@ async def orchestrate(config: OrchestratorProcessConfig) -> None:
                 stats = await generate_batch(env, pool, tasks, step, cfg)
                 samples = to_samples(stats.groups, cfg.sampling.temperature)
                 write_batch(run_dir, step, samples, progress={"step": step, "cursor": tasks.cursor})
-                figures = batch_figures(stats, step, time.perf_counter() - start, wait_s)
+                figures = batch_figures(stats, samples, step, time.perf_counter() - start, wait_s)
                 write_readable_samples(run_dir, step, stats.groups, cfg.samples_per_step)
                 figures.update(policy_version=watcher.version, weight_update_s=watcher.last_update_s)
                 append_metrics(run_dir, "orchestrator", step, figures)

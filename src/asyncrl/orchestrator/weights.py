@@ -35,20 +35,27 @@ class WeightWatcher:
         self.version = step
         return True
 
+    async def keep_fresh(self) -> None:
+        """Load each new version as soon as it is STABLE; the only caller of `update`, run as a task, so
+        one version is never loaded twice by concurrent callers."""
+        while True:
+            await self.update()
+            await asyncio.sleep(POLL_S)
+
     async def wait_for(self, version: int, timeout_s: float, waiting: str) -> float:
-        """Block until the servers serve at least `version`; seconds waited. Logs a heartbeat."""
+        """Block until the servers serve at least `version` (loaded by `keep_fresh`); seconds waited.
+        Logs a heartbeat."""
         start = last_beat = time.monotonic()
         while self.version < version:
-            if not await self.update():
-                now = time.monotonic()
-                if now - start > timeout_s:
-                    raise WaitTimeout(
-                        f"waited {timeout_s:.0f}s for weights v{version} ({waiting}); is the trainer up?"
-                    )
-                if now - last_beat > HEARTBEAT_S:
-                    log.info(
-                        "%s: waiting for weights v%d from the trainer (%.0fs)", waiting, version, now - start
-                    )
-                    last_beat = now
-                await asyncio.sleep(POLL_S)
+            now = time.monotonic()
+            if now - start > timeout_s:
+                raise WaitTimeout(
+                    f"waited {timeout_s:.0f}s for weights v{version} ({waiting}); is the trainer up?"
+                )
+            if now - last_beat > HEARTBEAT_S:
+                log.info(
+                    "%s: waiting for weights v%d from the trainer (%.0fs)", waiting, version, now - start
+                )
+                last_beat = now
+            await asyncio.sleep(POLL_S)
         return time.monotonic() - start
