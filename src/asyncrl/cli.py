@@ -25,10 +25,15 @@ from asyncrl.evals.server_process import ServerStartError
 from asyncrl.launcher.errors import ChildFailedError
 from asyncrl.models import ModelLoadError
 from asyncrl.orchestrator.pool import AllServersDownError
+from asyncrl.orchestrator.tasks import NoTasksLeftError
 from asyncrl.run_dir import BatchFormatError, WaitTimeout
+from asyncrl.sandbox.errors import USER_ERRORS as SANDBOX_ERRORS
+from asyncrl.toploc.errors import USER_ERRORS as TOPLOC_ERRORS
 from asyncrl.trainer.checkpoint import CheckpointError
 from asyncrl.trainer.losses import LossImportError
 from asyncrl.trainer.sft_data import SFTDataError
+
+DEFAULT_JOB = Path(__file__).resolve().parents[2] / "configs" / "reverse_text.toml"
 
 # Errors whose message tells the user what to do: printed as one line, no traceback.
 USER_ERRORS = (
@@ -45,7 +50,10 @@ USER_ERRORS = (
     ServerStartError,
     ScaffoldError,
     AllServersDownError,
+    NoTasksLeftError,
     ChildFailedError,
+    *SANDBOX_ERRORS,
+    *TOPLOC_ERRORS,
 )
 
 
@@ -109,6 +117,20 @@ def _env(argv: list[str]) -> int:
     return 2
 
 
+def _sandbox(argv: list[str]) -> int:
+    """`asyncrl sandbox serve` / `asyncrl sandbox exec FILE`."""
+    from asyncrl.sandbox.cli import main as sandbox_main
+
+    return sandbox_main(argv)
+
+
+def _toploc(argv: list[str]) -> int:
+    """`asyncrl toploc verify --model DIR --rollouts FILE`."""
+    from asyncrl.toploc.cli import main as toploc_main
+
+    return toploc_main(argv)
+
+
 COMMANDS: dict[str, tuple[type[BaseConfig], Callable, str]] = {
     "rl": (RLConfig, _rl, "inference + orchestrator + trainer together on this machine"),
     "inference": (InferenceServerConfig, _inference, "the OpenAI-compatible inference server alone"),
@@ -123,6 +145,8 @@ def usage() -> str:
     lines = ["usage: asyncrl <command> [-c FILE.toml ...] [--section.key VALUE ...]", "", "commands:"]
     lines += [f"  {name:<12} {doc}" for name, (_, _, doc) in COMMANDS.items()]
     lines += [f"  {'env':<12} environments: asyncrl env list | env info NAME | env init NAME [--path DIR]"]
+    lines += [f"  {'sandbox':<12} run untrusted code: asyncrl sandbox serve | sandbox exec FILE [--url URL]"]
+    lines += [f"  {'toploc':<12} inference proofs: asyncrl toploc verify --model DIR --rollouts FILE"]
     lines += ["", "`asyncrl <command> --help` lists every option with its doc and default."]
     return "\n".join(lines)
 
@@ -135,6 +159,10 @@ def main(argv: list[str] | None = None) -> int:
     command, rest = argv[0], argv[1:]
     if command == "env":
         return _guarded(command, lambda: _env(rest))
+    if command == "sandbox":
+        return _guarded(command, lambda: _sandbox(rest))
+    if command == "toploc":
+        return _guarded(command, lambda: _toploc(rest))
     if command == "eval" and rest and not rest[0].startswith("-"):
         rest = ["--env", rest[0], *rest[1:]]
     if command not in COMMANDS:
@@ -144,12 +172,23 @@ def main(argv: list[str] | None = None) -> int:
     if "-h" in rest or "--help" in rest:
         print(format_help(config_cls, command))
         return 0
+    if command == "rl" and not any(a in ("-c", "--config") or a.startswith("--config=") for a in rest):
+        rest = [*_default_job(), *rest]
     try:
         config = load_config(config_cls, rest)
     except ConfigError as e:
         print(f"asyncrl {command}: config error: {e}", file=sys.stderr)
         return 2
     return _guarded(command, lambda: run(config))
+
+
+def _default_job() -> list[str]:
+    """`asyncrl rl` without a config file runs the default job, configs/reverse_text.toml of this checkout."""
+    if DEFAULT_JOB.is_file():
+        return ["-c", str(DEFAULT_JOB)]
+    print(f"asyncrl rl: {DEFAULT_JOB} not found (not a source checkout?); using the built-in defaults",
+          file=sys.stderr)  # fmt: skip
+    return []
 
 
 def _guarded(command: str, work: Callable[[], int | None]) -> int:

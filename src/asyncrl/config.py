@@ -18,7 +18,8 @@ from asyncrl.config_loader import BaseConfig, ConfigError, format_help, load_con
 
 class ModelConfig(BaseConfig):
     path: str = "tiny"
-    """Local Hugging Face model directory, or `tiny` for the built-in offline model (built on first use)."""
+    """Local Hugging Face model directory, or a built-in offline model (built on first use): `tiny`, or
+    `tiny-reverse-text` (tiny after a short SFT on reverse-text)."""
 
     @model_validator(mode="before")
     @classmethod
@@ -60,6 +61,10 @@ class InferenceConfig(BaseConfig):
 
     reasoning_parser: Literal["deepseek_r1", "off"] = "off"
     """Split `<think>...</think>` out of chat answers into `reasoning_content` ("off": left as text)."""
+
+    toploc: bool = False
+    """Build TOPLOC proofs of every generation (a request can also ask with `"toploc": true`); each choice
+    then carries `toploc_proofs`, one per 32 tokens (ToplocConfig's default chunk_size and top_k)."""
 
 
 class LossConfig(BaseConfig):
@@ -251,6 +256,23 @@ class OrchestratorConfig(BaseConfig):
     drop_zero_advantage: bool = False
     """Leave out groups whose rewards are all equal (they carry no signal)."""
 
+    mask_truncated: bool = False
+    """Train on no token of a rollout cut off at sampling.max_tokens (it still counts in its group's
+    mean reward)."""
+
+    max_seq_len: int | None = Field(None, ge=1)
+    """Drop groups with a rollout longer than this many tokens (prompt included), and count them."""
+
+    difficulty_filter: bool = False
+    """Online difficulty filtering: a group whose every reward is >= easy_reward or <= hard_reward is
+    dropped, and its task is retired from later epochs."""
+
+    easy_reward: float = 1.0
+    """difficulty_filter: a task whose whole group reaches this is too easy."""
+
+    hard_reward: float = 0.0
+    """difficulty_filter: a task whose whole group stays at or below this is too hard."""
+
     samples_per_step: int = Field(4, ge=0)
     """Decoded rollouts written to samples/step_<N>.jsonl for people to read."""
 
@@ -425,3 +447,136 @@ class InferenceServerConfig(BaseConfig):
 
     inference: InferenceConfig = InferenceConfig()
     """The server and its engine."""
+
+
+# Sandboxes: untrusted code execution (asyncrl.sandbox).
+
+
+class SandboxLimits(BaseConfig):
+    cpu_s: int = Field(10, ge=1)
+    """CPU seconds each process of an execution may use (RLIMIT_CPU)."""
+
+    memory_mb: int = Field(512, ge=32)
+    """Address space of each process, MiB (RLIMIT_AS); past it allocations fail (Python: MemoryError)."""
+
+    max_processes: int = Field(64, ge=1)
+    """Processes and threads an execution may have at once (RLIMIT_NPROC of the sandbox's own uid)."""
+
+    max_file_mb: int = Field(64, ge=0)
+    """Largest file an execution may write, MiB (RLIMIT_FSIZE)."""
+
+    max_open_files: int = Field(256, ge=16)
+    """Open file descriptors of each process (RLIMIT_NOFILE)."""
+
+    max_output_bytes: int = Field(1 << 20, ge=1024)
+    """Bytes kept of stdout and of stderr each; a program that writes more is stopped and flagged."""
+
+
+class SandboxConfig(BaseConfig):
+    pool_size: int = Field(4, ge=1)
+    """Warm sandboxes kept running, each ready to fork a fresh child per execution."""
+
+    max_queue: int = Field(256, ge=0)
+    """Executions that may wait for a free sandbox; past that, requests are refused (HTTP 429)."""
+
+    timeout_s: float = Field(10.0, gt=0)
+    """Wall-clock seconds of an execution that does not ask for its own timeout."""
+
+    max_timeout_s: float = Field(120.0, gt=0)
+    """Longest timeout a request may ask for."""
+
+    scratch_mb: int = Field(256, ge=1)
+    """Size of each sandbox's writable tmpfs (/tmp, and /dev/shm), MiB; emptied after every execution."""
+
+    python: str = "/usr/bin/python3"
+    """The interpreter inside the sandbox; only the host's /usr is mounted (read-only), so one under it."""
+
+    limits: SandboxLimits = SandboxLimits()
+    """Resource limits of each execution (a request may tighten them, never loosen them)."""
+
+    @model_validator(mode="after")
+    def _timeouts_ordered(self) -> SandboxConfig:
+        if self.timeout_s > self.max_timeout_s:
+            raise ValueError(f"timeout_s {self.timeout_s} exceeds max_timeout_s {self.max_timeout_s}")
+        return self
+
+
+class SandboxServeConfig(BaseConfig):
+    """`asyncrl sandbox serve`: the sandbox HTTP service (warm pool, routes /v1/execute, /v1/run_tests)."""
+
+    host: str = "127.0.0.1"
+    """Address to listen on; any but a loopback address requires a token."""
+
+    port: int = Field(8100, ge=0, le=65535)
+    """TCP port (0 picks a free one)."""
+
+    token: str | None = None
+    """Bearer token clients must send (Authorization: Bearer TOKEN); default: $ASYNCRL_SANDBOX_TOKEN."""
+
+    sandbox: SandboxConfig = SandboxConfig()
+    """The warm pool and its limits."""
+
+
+class SandboxExecConfig(BaseConfig):
+    """`asyncrl sandbox exec FILE`: run a Python file in a sandbox; print its output, exit with its code
+    (124 on timeout)."""
+
+    file: Path | None = None
+    """The Python file to run (also the first positional argument)."""
+
+    stdin: Path | None = None
+    """File fed to the program's standard input (`-`: this command's own stdin); default: none."""
+
+    timeout: float | None = Field(None, gt=0)
+    """Wall-clock seconds before the program is killed (default: sandbox.timeout_s)."""
+
+    output: Literal["text", "json"] = "text"
+    """`text`: the program's stdout and stderr; `json`: the result record (`--json` is short for this)."""
+
+    url: str | None = None
+    """A running `asyncrl sandbox serve` (its warm pool); without it, a sandbox is started here."""
+
+    token: str | None = None
+    """Bearer token for `url`; default: $ASYNCRL_SANDBOX_TOKEN."""
+
+    sandbox: SandboxConfig = SandboxConfig(pool_size=1)
+    """The local sandbox, when no url is given."""
+
+
+# TOPLOC: proofs that rollouts came from the claimed model (asyncrl.toploc).
+
+
+class ToplocConfig(BaseConfig):
+    chunk_size: int = Field(32, ge=1)
+    """Generated tokens covered by one proof."""
+
+    top_k: int = Field(128, ge=1)
+    """Last-hidden-state values (largest magnitudes) one proof commits to; at most the hidden size."""
+
+    max_exp_mismatches: int = Field(38, ge=0)
+    """A chunk fails when more of its top-k values than this differ in sign or exponent from the
+    recomputed ones (the paper's threshold: at least 90 of 128 must match)."""
+
+    max_mant_err_mean: float = Field(10.0, ge=0)
+    """A chunk fails when the mean difference of the bfloat16 mantissas, where exponents match, exceeds
+    this (in units of the mantissa's last bit)."""
+
+    max_mant_err_median: float = Field(8.0, ge=0)
+    """A chunk fails when the median mantissa difference exceeds this."""
+
+    max_sampling_z: float = Field(5.0, gt=0)
+    """A rollout fails when its tokens' mid-ranks in the claimed sampling distributions stray from uniform
+    by more than this many standard deviations (sampled at another temperature or top_p than claimed)."""
+
+    min_token_tail: float = Field(1e-9, ge=0, lt=1)
+    """A rollout fails when one of its tokens is so unlikely at the claimed temperature that the tokens at
+    most as likely as it hold less than this much probability: an honest sampler draws such a token with
+    probability below this (divided by top_p), per token."""
+
+    top_p_slack: float = Field(0.02, ge=0)
+    """A token is outside the claimed nucleus when the tokens more likely than it hold more mass than top_p
+    plus this (which absorbs precision differences between generator and verifier)."""
+
+    greedy_slack: float = Field(0.05, ge=0)
+    """At temperature 0, a token fails when its logprob is below the most likely token's by more than this
+    (nats), which absorbs near-ties that another precision may order differently."""

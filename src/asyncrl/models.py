@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -26,8 +27,11 @@ from transformers.utils import logging as hf_logging
 hf_logging.disable_progress_bar()
 
 TINY_MODEL_NAME = "tiny"
-# Bump the suffix whenever the tiny model's recipe changes, so stale caches are never reused.
+WARM_MODEL_NAME = "tiny-reverse-text"
+# Cache dir names: bump the suffix whenever a built-in model's recipe changes, so stale caches are never
+# reused.
 TINY_MODEL_VERSION = "tiny-v1"
+WARM_MODEL_VERSION = "tiny-reverse-text-v1"
 ENDOFTEXT, IM_START, IM_END = "<|endoftext|>", "<|im_start|>", "<|im_end|>"
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json")
 QWEN2_SPLIT_REGEX = (
@@ -80,9 +84,12 @@ def _cache_root() -> Path:
 
 
 def resolve_model_path(path: str) -> Path:
-    """Map `tiny` to the cached tiny model; otherwise check `path` is a usable local HF model dir."""
+    """Map a built-in name (`tiny`, `tiny-reverse-text`) to its cached dir, building it on first use;
+    otherwise check `path` is a usable local HF model dir."""
     if path == TINY_MODEL_NAME:
         return tiny_model_dir()
+    if path == WARM_MODEL_NAME:
+        return warm_model_dir()
     model_dir = Path(path).expanduser().absolute()
     if not model_dir.exists():
         raise ModelLoadError(
@@ -219,15 +226,31 @@ def build_tiny_model(out_dir: Path, seed: int = 0) -> Path:
 
 def tiny_model_dir() -> Path:
     """The cached tiny model dir, built on first use; safe against concurrent builders."""
-    target = _cache_root() / "models" / TINY_MODEL_VERSION
+    return _cached(TINY_MODEL_VERSION, build_tiny_model)
+
+
+def warm_model_dir() -> Path:
+    """The tiny model after the project's own SFT warm-up on reverse-text (the default RL job's start),
+    built on first use (about half a minute) and cached."""
+
+    def build(out_dir: Path) -> None:
+        from asyncrl.trainer.warm_start import warm_up_on_reverse_text  # the trainer imports this module
+
+        warm_up_on_reverse_text(tiny_model_dir(), out_dir)
+
+    return _cached(WARM_MODEL_VERSION, build)
+
+
+def _cached(name: str, build: Callable[[Path], object]) -> Path:
+    target = _cache_root() / "models" / name
     if target.is_dir():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     # Build beside the target and rename: rename is atomic on one filesystem, so readers only ever
     # see a complete dir, and a losing concurrent builder just throws its copy away.
-    tmp = Path(tempfile.mkdtemp(prefix=f".{TINY_MODEL_VERSION}.tmp-", dir=target.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=f".{name}.tmp-", dir=target.parent))
     try:
-        build_tiny_model(tmp)
+        build(tmp)
         try:
             os.rename(tmp, target)
         except OSError:

@@ -15,6 +15,7 @@ BUILT_IN = {
     "reverse-text": "asyncrl.envs.reverse_text:load_environment",
     "arithmetic": "asyncrl.envs.arithmetic:load_environment",
     "calculator": "asyncrl.envs.calculator:load_environment",
+    "code": "asyncrl.envs.code_env:load_environment",
 }
 
 

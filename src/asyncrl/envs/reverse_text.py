@@ -14,7 +14,9 @@ from asyncrl.envs.environment import Rollout, SingleTurnEnv
 from asyncrl.envs.parsers import Completion, Parser
 from asyncrl.envs.rubric import Rubric
 
-SYSTEM_PROMPT = "Reverse the text character by character."
+# The instruction is short and in the user turn: every prompt token costs the trainer a forward and a
+# backward pass, and a tiny model learns the task from examples, not from the wording.
+INSTRUCTION = "Reverse: "
 ALPHABET = "abcdefghijklmnopqrstuvwxyz"
 
 
@@ -33,7 +35,7 @@ def reverse_text_tasks(n: int, seed: int, min_chars: int = 4, max_chars: int = 1
     tasks = []
     for _ in range(n):
         text = random_text(rng, min_chars, max_chars)
-        prompt = [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": text}]
+        prompt = [{"role": "user", "content": INSTRUCTION + text}]
         tasks.append({"prompt": prompt, "answer": text[::-1]})
     return tasks
 

@@ -36,6 +36,8 @@ class SamplingParams:
     stop_token_ids: tuple[int, ...] = ()
     """Ids that end a sequence (the model's EOS ids), unless `ignore_eos`."""
     ignore_eos: bool = False
+    toploc: bool = False
+    """Build TOPLOC proofs of the generated tokens."""
 
 
 @dataclass
@@ -49,6 +51,8 @@ class SequenceDelta:
     policy_versions: list[int] = field(default_factory=list)
     finish_reason: str | None = None
     """"stop" (EOS or a stop string), "length", or "abort"."""
+    toploc_proofs: list[str] = field(default_factory=list)
+    """Base64 TOPLOC proofs of the chunks completed in this delta, when the request asked for them."""
 
 
 @dataclass

@@ -8,6 +8,7 @@ token budget; run one decode step for every running sequence; retire finished on
 from __future__ import annotations
 
 import asyncio
+import functools
 import queue
 import threading
 import time
@@ -17,7 +18,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from asyncrl.config import InferenceConfig
+from asyncrl.config import InferenceConfig, ToplocConfig
 from asyncrl.inference.backend import (
     Backend,
     EngineDeadError,
@@ -27,6 +28,7 @@ from asyncrl.inference.backend import (
     SequenceDelta,
 )
 from asyncrl.inference.model_runner import ModelRunner
+from asyncrl.inference.proof_capture import ProofCapture
 from asyncrl.inference.sampling import sample
 from asyncrl.inference.weights import read_weights
 from asyncrl.models import load_model, load_tokenizer
@@ -87,6 +89,9 @@ class TorchEngine(Backend):
             ("tokens", "prompt_tokens", "finished", "decode_steps", "decode_rows", "weight_updates"), 0
         )
         self._last_weight_update_s = 0.0
+        self._toploc = ToplocConfig()
+        self._proofs: ProofCapture | None = None
+        """Made when the first sequence asks for TOPLOC proofs."""
         self._load()
 
     # -- lifecycle ------------------------------------------------------------------------------------
@@ -112,6 +117,9 @@ class TorchEngine(Backend):
             self._inbox.put(None)
             await asyncio.to_thread(self._thread.join)
             self._thread = None
+        if self._proofs is not None:
+            await asyncio.to_thread(self._proofs.close)
+            self._proofs = None
 
     # -- asyncio side ---------------------------------------------------------------------------------
 
@@ -256,7 +264,7 @@ class TorchEngine(Backend):
         for row, request in enumerate(requests):
             tokens[row, : lengths[row]] = torch.tensor(request.prompt)
         positions = torch.arange(tokens.shape[1]).expand_as(tokens)
-        logits = self.runner.forward(tokens, positions, first_row, torch.tensor(lengths) - 1)
+        logits, hidden = self.runner.forward(tokens, positions, first_row, torch.tensor(lengths) - 1)
         self._counters["prompt_tokens"] += sum(lengths)
 
         # Choice 0 of each request lives in its prefill row; further choices copy that row's cache.
@@ -268,7 +276,7 @@ class TorchEngine(Backend):
                 new.append(self._new_sequence(request, index))
                 source_rows.append(row)
         self._running.extend(new)
-        self._sample_and_append(new, logits[source_rows], first_row)
+        self._sample_and_append(new, logits[source_rows], hidden[source_rows], first_row)
 
     def _new_sequence(self, request: _Request, index: int) -> _Sequence:
         seed = request.params.seed
@@ -280,15 +288,21 @@ class TorchEngine(Backend):
         rows = self._running
         tokens = torch.tensor([s.last_token for s in rows]).unsqueeze(1)
         positions = torch.tensor([s.cache_len for s in rows]).unsqueeze(1)
-        logits = self.runner.forward(tokens, positions, 0, torch.zeros(len(rows), dtype=torch.long))
+        logits, hidden = self.runner.forward(tokens, positions, 0, torch.zeros(len(rows), dtype=torch.long))
         for s in rows:
             s.cache_len += 1
         self._counters["decode_steps"] += 1
         self._counters["decode_rows"] += len(rows)
-        self._sample_and_append(rows, logits, 0)
+        self._sample_and_append(rows, logits, hidden, 0)
 
-    def _sample_and_append(self, seqs: list[_Sequence], logits: torch.Tensor, first_row: int) -> None:
+    def _sample_and_append(
+        self, seqs: list[_Sequence], logits: torch.Tensor, hidden: torch.Tensor, first_row: int
+    ) -> None:
         params = [s.request.params for s in seqs]
+        proofs = self._proofs_for(params)
+        if proofs is not None:
+            proofs.record(first_row, hidden, [len(s.token_ids) for s in seqs])
+        chunks_done: list[tuple[int, int, list[str]]] = []
         top_k = max(p.top_logprobs for p in params)
         out = sample(
             logits,
@@ -315,10 +329,24 @@ class TorchEngine(Backend):
             s.delta.finish_reason = self._finish_reason(s, token)
             if s.delta.finish_reason is not None:
                 finished.append(first_row + row)
+            if p.toploc and (len(s.token_ids) % self._toploc.chunk_size == 0 or s.delta.finish_reason):
+                in_chunk = (len(s.token_ids) - 1) % self._toploc.chunk_size + 1
+                chunks_done.append((first_row + row, in_chunk, s.delta.toploc_proofs))
+        if proofs is not None and chunks_done:
+            proofs.finish(chunks_done)
         self._counters["tokens"] += len(seqs)
         stepped = list(seqs)  # `seqs` may be the running list itself, which retiring reorders
         self._retire(finished)  # before delivering, so a client that hears "finished" sees it gone
         self._deliver(stepped)
+
+    def _proofs_for(self, params: list[SamplingParams]) -> ProofCapture | None:
+        """The proof capture, made on first use, when any of these rows wants proofs; else None."""
+        if not any(p.toploc for p in params):
+            return None
+        if self._proofs is None:
+            hidden_size = self.model.config.hidden_size
+            self._proofs = ProofCapture(self.config.max_num_seqs, hidden_size, self.dtype, self._toploc)
+        return self._proofs
 
     def _finish_reason(self, s: _Sequence, token: int) -> str | None:
         p = s.request.params
@@ -339,12 +367,18 @@ class TorchEngine(Backend):
         ready = [s for s in seqs if s.request.stream or s.delta.finish_reason is not None]
         if not ready:
             return
-        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Queue, SequenceDelta]]] = {}
+        by_loop: dict[tuple[asyncio.AbstractEventLoop, bool], list[tuple[asyncio.Queue, SequenceDelta]]] = {}
         for s in ready:
-            by_loop.setdefault(s.request.loop, []).append((s.request.deltas, s.delta))
+            by_loop.setdefault((s.request.loop, s.request.params.toploc), []).append(
+                (s.request.deltas, s.delta)
+            )
             s.delta = SequenceDelta(index=s.index)
-        for loop, items in by_loop.items():
-            loop.call_soon_threadsafe(_put_all, items)
+        for (loop, proving), items in by_loop.items():
+            put = functools.partial(loop.call_soon_threadsafe, _put_all, items)
+            if proving and self._proofs is not None:
+                self._proofs.then(put)  # once the proofs of the chunks these deltas hold are built
+            else:
+                put()
 
     def _retire(self, rows: list[int]) -> None:
         """Drop finished rows, moving the last running row into each freed one to keep rows dense."""
@@ -352,6 +386,8 @@ class TorchEngine(Backend):
             last = len(self._running) - 1
             if row != last:
                 self.runner.cache.move_row(last, row, self._running[last].cache_len)
+                if self._proofs is not None:
+                    self._proofs.move_row(last, row)
                 self._running[row] = self._running[last]
             self._running.pop()
             self._counters["finished"] += 1

@@ -37,7 +37,9 @@ class SlotKVCache:
         shape = (n_layers, n_slots, n_kv_heads, new_capacity, head_dim)
         for name in ("k", "v"):
             old = getattr(self, name)
-            new = torch.empty(shape, dtype=old.dtype)
+            # Zeroed, not empty: a decode step reads every row up to the batch's longest, and a masked-out
+            # position still multiplies its value by a zero weight, so garbage NaN bits would poison the row.
+            new = torch.zeros(shape, dtype=old.dtype)
             new[:, :, :, : self.capacity] = old
             setattr(self, name, new)
         self.capacity = new_capacity

@@ -60,9 +60,10 @@ class ModelRunner:
     @torch.inference_mode()
     def forward(
         self, token_ids: torch.Tensor, positions: torch.Tensor, row_start: int, last: torch.Tensor
-    ) -> torch.Tensor:
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Run `token_ids` [R, T] at `positions` [R, T] in cache rows row_start..row_start+R-1 and return
-        the logits [R, V] of each row's token at index `last` [R].
+        the logits [R, V] of each row's token at index `last` [R], and the last hidden states [R, H] they
+        came from (after the final norm: what TOPLOC proofs commit to).
 
         Each query attends to the cached keys of its row at positions <= its own, which covers both
         prefill (right-padded rows; padding is never read back) and one-token decode steps.
@@ -103,5 +104,5 @@ class ModelRunner:
             )
             h = h + attn.o_proj(out.transpose(1, 2).reshape(rows, steps, -1))
             h = h + layer.mlp(self._norm(h, layer.post_attention_layernorm))
-        h = h[torch.arange(rows), last]
-        return self.model.lm_head(self._norm(h, self.decoder.norm))
+        h = self._norm(h[torch.arange(rows), last], self.decoder.norm)
+        return self.model.lm_head(h), h

@@ -48,6 +48,9 @@ class _Request(BaseModel):
     """asyncrl/vLLM extension: each choice also carries `prompt_token_ids` and `token_ids`."""
     ignore_eos: bool = False
     """Extension: keep generating past EOS until `max_tokens` (benchmarks)."""
+    toploc: bool = False
+    """asyncrl extension: each choice also carries `toploc_proofs`, base64 TOPLOC proofs of its tokens, one
+    per 32-token chunk (also on when the server is started with inference.toploc)."""
 
     def stop_strings(self) -> tuple[str, ...]:
         if self.stop is None:

@@ -67,6 +67,7 @@ class ChoiceState:
     logprobs: list[float] = field(default_factory=list)
     top_logprobs: list[list[tuple[int, float]]] = field(default_factory=list)
     policy_versions: list[int] = field(default_factory=list)
+    toploc_proofs: list[str] = field(default_factory=list)
     finish_reason: str | None = None
     sent_chars: int = 0
     sent_tokens: int = 0
@@ -76,6 +77,7 @@ class ChoiceState:
         self.logprobs += delta.logprobs
         self.top_logprobs += delta.top_logprobs
         self.policy_versions += delta.policy_versions
+        self.toploc_proofs += delta.toploc_proofs
         self.finish_reason = delta.finish_reason
 
     def text(self, tokenizer: PreTrainedTokenizerBase) -> str:
@@ -164,8 +166,11 @@ class ChoiceShaper:
         request: CompletionRequest | ChatCompletionRequest,
         tool_call_parser: str | None = None,
         reasoning_parser: str | None = None,
+        toploc: bool = False,
     ) -> None:
         self.tokenizer = tokenizer
+        self.toploc = toploc
+        """Choices carry `toploc_proofs` (streams: on the chunk that ends the choice)."""
         self.token_text = token_text
         self.request = request
         # As in vLLM, tool calls are only looked for when the request offers tools.
@@ -197,6 +202,8 @@ class ChoiceShaper:
         choice["logprobs"] = self._logprobs(state, 0)
         choice["finish_reason"] = finish_reason
         choice.update(state.extensions(prompt, self.request.return_token_ids, version))
+        if self.toploc:
+            choice["toploc_proofs"] = state.toploc_proofs
         return choice
 
     def chunk(self, state: ChoiceState, prompt: list[int], version: int) -> dict[str, Any]:
@@ -216,6 +223,8 @@ class ChoiceShaper:
                 choice["prompt_token_ids"] = prompt
         if state.finish_reason is not None:
             choice["policy_version"] = state.policy_version(version)
+            if self.toploc:
+                choice["toploc_proofs"] = state.toploc_proofs
         state.sent_tokens = len(state.token_ids)
         return choice
 

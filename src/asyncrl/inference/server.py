@@ -44,8 +44,17 @@ log = logging.getLogger("asyncrl.inference")
 class Served:
     """What the routes share: the backend, the tokenizer and the model's identity."""
 
-    def __init__(self, backend: Backend, tokenizer: PreTrainedTokenizerBase, name: str, eos: tuple[int, ...]):
+    def __init__(
+        self,
+        backend: Backend,
+        tokenizer: PreTrainedTokenizerBase,
+        name: str,
+        eos: tuple[int, ...],
+        toploc: bool = False,
+    ):
         self.backend = backend
+        self.toploc = toploc
+        """Prove every generation, whether or not the request asks."""
         self.tokenizer = tokenizer
         self.name = name
         self.eos_token_ids = eos
@@ -109,6 +118,7 @@ class Served:
             stop=request.stop_strings(),
             stop_token_ids=self.eos_token_ids,
             ignore_eos=request.ignore_eos,
+            toploc=request.toploc or self.toploc,
         )
 
     def render_chat(
@@ -157,7 +167,7 @@ def create_app(
         await backend.stop()
 
     app = FastAPI(title="asyncrl inference", lifespan=lifespan)
-    served = Served(backend, tokenizer, name, eos)
+    served = Served(backend, tokenizer, name, eos, config.toploc)
     registry = engine_registry(backend)
 
     @app.exception_handler(APIError)
@@ -223,7 +233,7 @@ def create_app(
         prompts = _completion_prompts(served, request.prompt)
         top = request.logprobs or 0
         params = [served.sampling_params(request, len(p), request.max_tokens, top) for p in prompts]
-        shape = ChoiceShaper(tokenizer, served.token_text, request)
+        shape = ChoiceShaper(tokenizer, served.token_text, request, toploc=params[0].toploc)
         return await respond(raw, backend, shape, name, prompts, params)
 
     @app.post("/v1/chat/completions")
@@ -242,6 +252,7 @@ def create_app(
             request,
             _enabled(config.tool_call_parser),
             _enabled(config.reasoning_parser),
+            toploc=params[0].toploc,
         )
         return await respond(raw, backend, shape, name, [list(prompt)], params)
 

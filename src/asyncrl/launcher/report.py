@@ -12,14 +12,22 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from asyncrl.run_dir import read_metrics  # noqa: E402
 
-PANELS = [
-    ("orchestrator", "reward_mean", "reward (mean of the batch)"),
-    ("trainer", "loss", "loss"),
-    ("orchestrator", "tokens_per_s", "inference tokens/s"),
-    ("trainer", "tokens_per_s", "trainer tokens/s"),
-    ("orchestrator", "off_policy_max", "off-policy lag (max, steps)"),
-    ("trainer", "wait_s", "trainer wait for data (s)"),
+PANELS = [  # component, figure, title, whether a moving mean helps read it
+    ("orchestrator", "reward_mean", "reward (mean of the batch)", True),
+    ("trainer", "loss", "loss", True),
+    ("orchestrator", "tokens_per_s", "inference tokens/s", True),
+    ("trainer", "tokens_per_s", "trainer tokens/s", True),
+    ("orchestrator", "off_policy_max", "off-policy lag (max, steps)", False),
+    ("trainer", "wait_s", "trainer wait for data (s)", True),
 ]
+
+
+SMOOTH = 10
+
+
+def _moving_mean(values: list[float], window: int) -> list[float]:
+    """Mean of each value and up to window - 1 values before it."""
+    return [sum(values[max(0, i - window + 1) : i + 1]) / min(window, i + 1) for i in range(len(values))]
 
 
 def write_report(run_dir: Path) -> Path | None:
@@ -28,13 +36,18 @@ def write_report(run_dir: Path) -> Path | None:
     if not rows:
         return None
     figure, axes = plt.subplots(2, 3, figsize=(13, 7))
-    for axis, (component, figure_name, title) in zip(axes.flat, PANELS, strict=True):
+    for axis, (component, figure_name, title, smooth) in zip(axes.flat, PANELS, strict=True):
         latest: dict[int, float] = {}
         for row in rows:  # a resumed step's later line wins
             if row["component"] == component and figure_name in row:
                 latest[row["step"]] = row[figure_name]
         steps = sorted(latest)
-        axis.plot(steps, [latest[s] for s in steps], marker="o", markersize=3)
+        values = [latest[s] for s in steps]
+        many = smooth and len(steps) > 2 * SMOOTH
+        axis.plot(steps, values, marker="" if many else "o", markersize=3, alpha=0.35 if many else 1.0)
+        if many:  # per-step figures of a few tasks are noisy; the trend is what people look for
+            axis.plot(steps, _moving_mean(values, SMOOTH), color="C0", label=f"mean of {SMOOTH} steps")
+            axis.legend(loc="best", fontsize=8)
         axis.set_title(title)
         axis.set_xlabel("step")
         axis.xaxis.set_major_locator(MaxNLocator(integer=True))

@@ -21,9 +21,13 @@ from asyncrl.config_loader import to_toml
 from asyncrl.evals.server_process import InferenceServerProcess
 from asyncrl.launcher.errors import ChildFailedError
 from asyncrl.launcher.report import write_report
-from asyncrl.run_dir import read_metrics
+from asyncrl.models import resolve_model_path
+from asyncrl.run_dir import HEARTBEAT_S, read_metrics
 
 POLL_S = 0.5
+STALL_S = HEARTBEAT_S
+"""Without a new step for this long, the progress bar shows what the processes are waiting for."""
+REPORT_EVERY_S = 20.0
 
 
 def _child_configs(config: RLConfig, server_url: str) -> dict[str, dict]:
@@ -76,7 +80,24 @@ def _progress_postfix(run_dir: Path) -> tuple[int, dict[str, str]]:
     return (trainer[-1]["step"] if trainer else 0), postfix
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def _stall_reason(logs: Path) -> str:
+    """The newest heartbeat line ("... waiting ...") of any child, shown when no step lands for a while."""
+    beats = []
+    for log in logs.glob("*.log"):
+        lines = [line for line in log.read_text(errors="replace").splitlines()[-50:] if "waiting" in line]
+        if lines:
+            beats.append((log.stat().st_mtime, f"{log.stem}: {lines[-1].split(': ', 1)[-1]}"))
+    return max(beats)[1] if beats else "starting up"
+
+
 def run_rl(config: RLConfig) -> None:
+    # A SIGTERM (from a job scheduler, `kill`) stops the children like Ctrl-C rather than orphaning them.
+    signal.signal(signal.SIGTERM, _interrupt)
+    started = time.monotonic()
     run_dir = config.output_dir
     if run_dir.exists() and any(run_dir.iterdir()) and not config.resume:
         raise ChildFailedError(
@@ -84,6 +105,8 @@ def run_rl(config: RLConfig) -> None:
         )
     logs = run_dir / "logs"
     logs.mkdir(parents=True, exist_ok=True)
+    # A built-in model is built (the warm-started one by a short SFT) once, here, not by three children.
+    resolve_model_path(config.model.path)
     (run_dir / "config.toml").write_text(to_toml(config))
     server = InferenceServerProcess(config.model, config.inference, config.seed, logs / "inference.log")
     with server:
@@ -92,15 +115,20 @@ def run_rl(config: RLConfig) -> None:
             for name, settings in _child_configs(config, server.url).items()
         }
         bar = tqdm(total=config.max_steps, desc="rl", unit="step")
-        last_report = 0
+        last_step, last_progress, last_report = 0, time.monotonic(), 0.0
         try:
             while True:
                 step, postfix = _progress_postfix(run_dir)
+                if step > last_step:
+                    last_step, last_progress = step, time.monotonic()
+                    # Plotting costs CPU the three processes need: refresh it now and then, not every step.
+                    if last_progress - last_report > REPORT_EVERY_S:
+                        write_report(run_dir)
+                        last_report = time.monotonic()
+                elif time.monotonic() - last_progress > STALL_S:
+                    postfix["waiting"] = _stall_reason(logs)
                 bar.n = step
                 bar.set_postfix(postfix)
-                if step > last_report:
-                    write_report(run_dir)
-                    last_report = step
                 failed = [n for n, p in processes.items() if p.poll() not in (None, 0)]
                 if failed or server.process.poll() is not None:
                     name = failed[0] if failed else "inference"
@@ -119,10 +147,10 @@ def run_rl(config: RLConfig) -> None:
             bar.close()
             _stop(processes)
     write_report(run_dir)
-    _print_summary(run_dir)
+    _print_summary(run_dir, time.monotonic() - started)
 
 
-def _print_summary(run_dir: Path) -> None:
+def _print_summary(run_dir: Path, seconds: float) -> None:
     orchestrator = read_metrics(run_dir, "orchestrator")
     if not orchestrator:
         return
@@ -131,4 +159,5 @@ def _print_summary(run_dir: Path) -> None:
     print(
         f"reward: first step {first['reward_mean']:.3f}, mean of the last {len(last)} steps {mean_last:.3f}"
     )
+    print(f"wall time: {seconds / 60:.1f} min for {len(orchestrator)} steps")
     print(f"run dir: {run_dir} (report.png, metrics.jsonl, weights/)")

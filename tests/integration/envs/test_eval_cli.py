@@ -55,7 +55,9 @@ def test_a_server_that_is_down_is_a_clear_error_after_retries(tmp_path):
 
 def test_unknown_environments_and_bad_arguments_are_clear_errors(tmp_path):
     unknown = _eval("no-such-env", "--output-dir", str(tmp_path))
-    assert unknown.returncode == 1 and "installed: arithmetic, calculator, reverse-text" in unknown.stderr
+    assert (
+        unknown.returncode == 1 and "installed: arithmetic, calculator, code, reverse-text" in unknown.stderr
+    )
     bad = _eval("reverse-text", "--env-args", '{"colour": 1}', "--output-dir", str(tmp_path))
     assert bad.returncode == 1 and "min_chars" in bad.stderr
 

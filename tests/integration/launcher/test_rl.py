@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -46,3 +48,29 @@ def test_a_crashing_process_stops_the_run_and_shows_its_log(tmp_path):
     )
     assert result.returncode == 1
     assert "orchestrator process stopped" in result.stderr and "no environment 'no-such-env'" in result.stderr
+
+
+@pytest.mark.slow
+def test_an_interrupted_run_stops_every_process_and_resumes_where_it_stopped(tmp_path):
+    run = tmp_path / "run"
+    command = [sys.executable, "-m", "asyncrl.cli", "rl", "--inference.port", str(free_port()), *SMALL,
+               "--output-dir", str(run), "--max-steps", "5",
+               "--trainer.checkpoint.interval", "1"]  # fmt: skip
+    launcher = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 600
+    while not (run / "checkpoints").exists() or not list((run / "checkpoints").glob("step_2*")):
+        assert launcher.poll() is None and time.monotonic() < deadline, "no checkpoint of step 2"
+        time.sleep(0.2)
+    launcher.send_signal(signal.SIGINT)
+    _, stderr = launcher.communicate(timeout=120)
+    assert launcher.returncode == 130 and "--resume true" in stderr
+    alive = subprocess.run(["pgrep", "-f", str(run)], capture_output=True, text=True).stdout.split()
+    assert not alive, "a child process outlived the launcher"
+
+    resumed = subprocess.run([*command, "--resume", "true"], capture_output=True, text=True, timeout=900)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    steps = [m["step"] for m in read_metrics(run, "trainer")]
+    # A step trained after the last checkpoint is trained again, so its metrics line may repeat.
+    assert steps[-1] == 5 and set(steps) == {1, 2, 3, 4, 5}, steps
+    batches = sorted(int(p.name.removeprefix("step_")) for p in (run / "rollouts").glob("step_*"))
+    assert batches == [1, 2, 3, 4, 5]

@@ -12,7 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from asyncrl.run_dir import load_batch, read_metrics, step_dir
+from asyncrl.envs.registry import load_environment
+from asyncrl.models import load_tokenizer
+from asyncrl.orchestrator.tasks import TaskStream
+from asyncrl.run_dir import load_batch, load_progress, read_metrics, step_dir
 
 STEPS = 5
 
@@ -72,6 +75,20 @@ def test_a_killed_orchestrator_restarts_without_repeating_or_skipping(start_serv
     assert [m["step"] for m in read_metrics(tmp_path, "trainer")] == list(range(1, STEPS + 1))
     prompts = _prompts_per_group(tmp_path)
     assert len(prompts) == len(set(prompts)), "a task was trained on twice"
+    # Every task handed out is in a batch or still pending in the last progress record: none skipped.
+    progress = load_progress(step_dir(tmp_path, "rollouts", STEPS))
+    env = load_environment("reverse-text")
+    stream = TaskStream(len(env.dataset), seed=0)
+    handed_out = [stream.next() for _ in range(progress["cursor"])]
+    tokenizer = load_tokenizer("tiny")
+
+    def prompt_ids(index: int) -> tuple[int, ...]:
+        messages = env.dataset[index]["prompt"]
+        return tuple(tokenizer.apply_chat_template(messages, add_generation_prompt=True)["input_ids"])
+
+    assert sorted(prompts + [prompt_ids(i) for i in progress["pending"]]) == sorted(
+        map(prompt_ids, handed_out)
+    )
 
 
 @pytest.mark.slow

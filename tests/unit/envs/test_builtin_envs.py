@@ -56,7 +56,7 @@ def test_calculator_tool_evaluates_only_arithmetic():
 
 def test_registry_lists_built_ins_and_explains_mistakes():
     assert describe("calculator")["dataset_size"] == 500
-    with pytest.raises(EnvironmentNotFoundError, match="arithmetic, calculator, reverse-text"):
+    with pytest.raises(EnvironmentNotFoundError, match="arithmetic, calculator, code, reverse-text"):
         load_environment("nope")
     with pytest.raises(EnvironmentArgsError, match="max_value"):
         load_environment("arithmetic", difficulty=3)

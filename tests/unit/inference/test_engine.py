@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 
 import pytest
+import torch
 
 from asyncrl.config import InferenceConfig
 from asyncrl.inference.backend import EngineDeadError, InvalidRequestError, SamplingParams
 from asyncrl.inference.engine import TorchEngine, _Request, _Sequence
+from asyncrl.inference.kv_cache import SlotKVCache
 
 
 def run(coro):
@@ -176,3 +179,51 @@ def test_stop_strings_of_multi_byte_characters_end_the_sequence():
     sequence = _Sequence(request, 0, cache_len=1, generator=None)
     sequence.token_ids = list(b"ab") + list(stop.encode())
     assert engine._finish_reason(sequence, sequence.token_ids[-1]) == "stop"
+
+
+def test_toploc_proofs_come_one_per_chunk_only_to_requests_that_ask():
+    async def main():
+        engine = await _started(max_num_seqs=4)  # fewer rows than sequences: rows are compacted and reused
+
+        async def run(params: SamplingParams, n: int = 1, stream: bool = False):
+            proofs: list[list[str]] = [[] for _ in range(n)]
+            deltas = []
+            async for delta in engine.generate(list(b"prove it"), params, n=n, stream=stream):
+                proofs[delta.index] += delta.toploc_proofs
+                deltas.append((len(delta.token_ids), len(delta.toploc_proofs)))
+            return proofs, deltas
+
+        outs = await asyncio.gather(
+            run(SamplingParams(max_tokens=70, ignore_eos=True, toploc=True), n=2),
+            run(SamplingParams(max_tokens=70, ignore_eos=True)),
+            run(SamplingParams(max_tokens=33, ignore_eos=True, toploc=True), stream=True),
+            *(run(SamplingParams(max_tokens=3 + i, ignore_eos=True, toploc=True)) for i in range(4)),
+        )
+        await engine.stop()
+        return outs
+
+    (both, _), (plain, _), (streamed, stream_deltas), *short = run(main())
+    assert [len(p) for p in both] == [3, 3] and both[0] != both[1]
+    assert plain == [[]]
+    assert len(streamed[0]) == 2
+    proof_at = [i for i, (_, proofs) in enumerate(stream_deltas) if proofs]
+    assert proof_at == [31, 32]  # the deltas with the 32nd and the 33rd (last) token
+    assert [len(p[0]) for p, _ in short] == [1, 1, 1, 1]
+    assert all(len(base64.b64decode(p)) == 258 for p in both[0] + streamed[0])
+
+
+def test_cache_memory_not_yet_written_holds_zeros(monkeypatch):
+    """A decode step reads every row up to the batch's longest; a masked position's value still meets a
+    zero weight, and 0 x NaN is NaN, so recycled memory holding NaN bits must never be read."""
+    empty = torch.empty
+
+    def recycled(*args, **kwargs):
+        return empty(*args, **kwargs).fill_(float("nan"))
+
+    monkeypatch.setattr(torch, "empty", recycled)
+    cache = SlotKVCache(n_layers=2, n_slots=3, n_kv_heads=2, head_dim=4, max_len=600, dtype=torch.bfloat16)
+    cache.k[:, 0, :, :10] = 1.0
+    cache.ensure_capacity(300)
+    assert cache.capacity >= 300
+    assert not cache.k.isnan().any() and not cache.v.isnan().any()
+    assert cache.k[:, 0, :, :10].eq(1).all() and cache.k[:, :, :, 10:].eq(0).all()

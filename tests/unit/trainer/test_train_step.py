@@ -45,3 +45,22 @@ def test_figures_cover_the_documented_metrics():
         assert name in figures
     assert figures["masked_frac"] == 0.0, "on-policy samples: every ratio is 1"
     assert figures["mismatch_kl"] == pytest.approx(0.0, abs=1e-6)
+
+
+def _sequence_logprob(model: torch.nn.Module, sample) -> float:
+    ids = torch.tensor([sample.input_ids])
+    with torch.no_grad():
+        logprobs = model(ids).logits[0, :-1].log_softmax(-1).gather(1, ids[0, 1:, None]).squeeze(1)
+    mask = torch.tensor(sample.loss_mask[1:])
+    return float(logprobs[mask].sum())
+
+
+def test_an_rl_step_makes_positive_advantage_samples_likelier_and_negative_ones_less_likely():
+    config = TrainerConfig()
+    model, optimizers = build(ModelConfig(path="tiny"), config, seed=0, ranks=SINGLE)
+    samples = make_samples(8, seed=5, model=model)
+    before = [_sequence_logprob(model, s) for s in samples]
+    train_on_batch(model, optimizers, samples, masked_is, config, 1, 10, SINGLE)
+    after = [_sequence_logprob(model, s) for s in samples]
+    for sample, old, new in zip(samples, before, after, strict=True):
+        assert (new - old) * sample.advantages[0] > 0, (sample.advantages[0], old, new)

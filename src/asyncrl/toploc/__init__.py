@@ -1,0 +1,21 @@
+"""TOPLOC: proofs that rollouts came from the claimed model (Ong et al., 2025, arXiv 2501.16007).
+
+The built-in engine builds the proofs while it generates (`"toploc": true`); `verify_rollouts` checks
+them, with the sampling and termination checks INTELLECT-2 added, by one prefill pass of the claimed
+model; `asyncrl toploc verify` does so for a rollouts file.
+"""
+
+from asyncrl.toploc.errors import ProofFormatError, RolloutsFileError
+from asyncrl.toploc.rollouts import Rollout, read_rollouts, write_rollouts
+from asyncrl.toploc.verify import ReferenceModel, Verdict, verify_rollouts
+
+__all__ = [
+    "ProofFormatError",
+    "ReferenceModel",
+    "Rollout",
+    "RolloutsFileError",
+    "Verdict",
+    "read_rollouts",
+    "verify_rollouts",
+    "write_rollouts",
+]

@@ -1,0 +1,19 @@
+"""What can go wrong with TOPLOC proofs and rollouts files, each with a message that says what to do."""
+
+from __future__ import annotations
+
+
+class ProofFormatError(ValueError):
+    """A proof is not base64 of a 2-byte modulus plus 2-byte coefficients; its chunk fails verification."""
+
+
+class ProofBuildError(ValueError):
+    """A chunk's top-k cannot be encoded (no modulus keeps its indices distinct)."""
+
+
+class RolloutsFileError(Exception):
+    """A rollouts file is missing or has malformed lines; the message lists each bad line by number."""
+
+
+USER_ERRORS = (RolloutsFileError,)
+"""The errors whose message tells the user what to do."""

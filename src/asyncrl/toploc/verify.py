@@ -1,0 +1,186 @@
+"""Verifying rollouts against the model they claim to come from.
+
+One prefill pass over prompt + generated tokens (all but the last, which produced nothing) recomputes,
+at once, the last hidden state and the logits behind every generated token: the hidden states go to the
+TOPLOC chunk checks, the logits to the sampling checks. Rollouts are batched by length, right-padded
+(causal attention never lets a real position see the padding after it).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from asyncrl.config import ToplocConfig
+from asyncrl.models import load_model, load_tokenizer, resolve_model_path
+from asyncrl.toploc.chunk_check import ChunkCheck, check_chunks
+from asyncrl.toploc.errors import ProofFormatError
+from asyncrl.toploc.proof import ChunkProof
+from asyncrl.toploc.rollouts import Rollout
+from asyncrl.toploc.sampling_checks import (
+    SamplingCheck,
+    SamplingStats,
+    sampling_failures,
+    termination_failures,
+)
+
+BATCH_TOKENS = 8192
+"""Padded tokens per verification forward pass."""
+
+LOGITS_ROWS = 256
+"""Generated positions whose [rows, vocab] logits are held at once."""
+
+
+class _Unverifiable(Exception):
+    """The rollout cannot even be recomputed or compared (the message says why); it fails."""
+
+
+@dataclass(frozen=True)
+class Verdict:
+    passed: bool
+    reasons: tuple[str, ...]
+    """Why the rollout fails; empty when it passes."""
+    chunks: tuple[ChunkCheck, ...] = ()
+    """The TOPLOC statistics of each chunk (empty when the rollout was rejected before recomputing)."""
+    sampling: SamplingCheck | None = None
+
+
+@dataclass
+class ReferenceModel:
+    """The model rollouts claim to come from, with what the checks need besides its weights."""
+
+    model: PreTrainedModel
+    tokenizer: PreTrainedTokenizerBase
+    eos_token_ids: tuple[int, ...]
+
+    @classmethod
+    def load(cls, path: str, dtype: str = "float32") -> ReferenceModel:
+        """Load a model dir (or `tiny`) to verify with, in `dtype`."""
+        from asyncrl.inference.engine import DTYPES
+        from asyncrl.inference.server import eos_token_ids
+
+        tokenizer = load_tokenizer(path)
+        eos = eos_token_ids(str(resolve_model_path(path)), tokenizer)
+        return cls(load_model(path, DTYPES[dtype]), tokenizer, eos)
+
+    @property
+    def context_len(self) -> int:
+        return self.model.config.max_position_embeddings
+
+    @property
+    def hidden_size(self) -> int:
+        return self.model.config.hidden_size
+
+
+def verify_rollouts(
+    reference: ReferenceModel, rollouts: Sequence[Rollout], config: ToplocConfig
+) -> list[Verdict]:
+    """A verdict per rollout: its proofs match the model's recomputed hidden states, its tokens are
+    plausible at its claimed temperature and top-p, and it ended legitimately."""
+    top_k = min(config.top_k, reference.hidden_size)
+    verdicts: list[Verdict | None] = [None] * len(rollouts)
+    proofs: dict[int, list[ChunkProof]] = {}
+    for i, rollout in enumerate(rollouts):
+        try:
+            proofs[i] = _parse_proofs(rollout, reference, top_k, config)
+        except _Unverifiable as e:
+            verdicts[i] = Verdict(False, (str(e),))
+    with torch.inference_mode():
+        for batch in _batches(rollouts, list(proofs)):
+            hidden = _last_hidden_states(reference.model, [rollouts[i] for i in batch])
+            for row, i in enumerate(batch):
+                start = len(rollouts[i].prompt_token_ids) - 1
+                states = hidden[row, start : start + len(rollouts[i].token_ids)]
+                verdicts[i] = _judge(rollouts[i], proofs[i], states, reference, top_k, config)
+    return verdicts  # type: ignore[return-value]
+
+
+def _parse_proofs(
+    rollout: Rollout, reference: ReferenceModel, top_k: int, config: ToplocConfig
+) -> list[ChunkProof]:
+    """The rollout's proofs, or _Unverifiable saying why it cannot be checked at all."""
+    vocab = reference.model.config.vocab_size
+    bad = [t for t in (*rollout.prompt_token_ids, *rollout.token_ids) if not 0 <= t < vocab]
+    if bad:
+        raise _Unverifiable(f"token id {bad[0]} is outside the model's vocabulary [0, {vocab})")
+    if _length(rollout) > reference.context_len:
+        raise _Unverifiable(
+            f"{_length(rollout)} tokens exceed the model's context of {reference.context_len}"
+        )
+    expected = math.ceil(len(rollout.token_ids) / config.chunk_size)
+    if len(rollout.toploc_proofs) != expected:
+        raise _Unverifiable(
+            f"{len(rollout.toploc_proofs)} proofs for {len(rollout.token_ids)} tokens; expected {expected} "
+            f"(one per {config.chunk_size})"
+        )
+    proofs = []
+    for chunk, text in enumerate(rollout.toploc_proofs):
+        try:
+            proof = ChunkProof.from_base64(text)
+        except ProofFormatError as e:
+            raise _Unverifiable(f"proof of chunk {chunk}: {e}") from None
+        if proof.top_k != top_k:
+            raise _Unverifiable(f"proof of chunk {chunk} commits to {proof.top_k} values, not top_k={top_k}")
+        proofs.append(proof)
+    return proofs
+
+
+def _length(rollout: Rollout) -> int:
+    """Tokens of the verification pass: the last generated token is never fed to the model."""
+    return len(rollout.prompt_token_ids) + len(rollout.token_ids) - 1
+
+
+def _batches(rollouts: Sequence[Rollout], indices: list[int]) -> list[list[int]]:
+    """`indices` grouped, shortest first, so each batch's rows x longest stays within BATCH_TOKENS."""
+    batches: list[list[int]] = []
+    for i in sorted(indices, key=lambda i: _length(rollouts[i])):
+        if batches and (len(batches[-1]) + 1) * _length(rollouts[i]) <= BATCH_TOKENS:
+            batches[-1].append(i)
+        else:
+            batches.append([i])
+    return batches
+
+
+def _last_hidden_states(model: PreTrainedModel, rollouts: list[Rollout]) -> torch.Tensor:
+    width = max(_length(r) for r in rollouts)
+    tokens = torch.zeros(len(rollouts), width, dtype=torch.long)
+    for row, rollout in enumerate(rollouts):
+        ids = [*rollout.prompt_token_ids, *rollout.token_ids[:-1]]
+        tokens[row, : len(ids)] = torch.tensor(ids)
+    return model.base_model(input_ids=tokens).last_hidden_state
+
+
+def _judge(
+    rollout: Rollout,
+    proofs: list[ChunkProof],
+    states: torch.Tensor,
+    reference: ReferenceModel,
+    top_k: int,
+    config: ToplocConfig,
+) -> Verdict:
+    chunks = check_chunks(proofs, states, top_k, config)
+    reasons = []
+    failed = [str(i) for i, chunk in enumerate(chunks) if not chunk.passed]
+    if failed:
+        reasons.append(
+            f"TOPLOC: chunk(s) {', '.join(failed)} of {len(chunks)} do not match the model's hidden states"
+        )
+    stats = SamplingStats()
+    lm_head = reference.model.get_output_embeddings()
+    tokens = torch.tensor(rollout.token_ids)
+    for start in range(0, len(tokens), LOGITS_ROWS):
+        logits = lm_head(states[start : start + LOGITS_ROWS])
+        stats.add(logits, tokens[start : start + LOGITS_ROWS], rollout.temperature, rollout.top_p, config)
+    sampling = stats.result()
+    reasons += sampling_failures(sampling, config)
+
+    def decode(ids: list[int]) -> str:
+        return reference.tokenizer.decode(ids, skip_special_tokens=True)
+
+    context_full = _length(rollout) + 1 >= reference.context_len
+    reasons += termination_failures(rollout, reference.eos_token_ids, decode, context_full)
+    return Verdict(not reasons, tuple(reasons), tuple(chunks), sampling)

@@ -1,0 +1,129 @@
+"""GroupStream: continuous generation bounded by async_level, staleness, and the pending tasks it reports.
+
+The environment here answers without a model: each rollout finishes when the test releases it and
+carries the policy version the "servers" had when it started, so the schedule is fully under control.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+from asyncrl.config import ClientConfig, OrchestratorConfig
+from asyncrl.envs.client import ChatTurn, ModelClient
+from asyncrl.envs.environment import Environment, Rollout
+from asyncrl.envs.rubric import Rubric
+from asyncrl.orchestrator.groups import Group, GroupStream
+from asyncrl.orchestrator.loop import to_samples
+from asyncrl.orchestrator.pool import InferencePool
+from asyncrl.orchestrator.tasks import TaskStream
+from asyncrl.orchestrator.weights import WeightWatcher
+
+
+class GatedEnv(Environment):
+    """Rollouts of task i score i and wait for `release` before finishing."""
+
+    def __init__(self, size: int) -> None:
+        tasks = [{"prompt": [{"role": "user", "content": str(i)}], "answer": str(i)} for i in range(size)]
+        super().__init__(tasks, Rubric([lambda completion, answer: float(answer)]))
+        self.release = asyncio.Event()
+        self.version = 0
+        self.started: list[str] = []
+        self.stale_left = 0
+        self.stale_tasks: set[int] = set()
+
+    async def rollout(self, client: ModelClient, task: dict[str, Any], sampling: dict[str, Any]) -> Rollout:
+        self.started.append(task["answer"])
+        version = self.version
+        if self.stale_left:
+            self.stale_left -= 1
+            self.stale_tasks.add(int(task["answer"]))
+            version = 0
+        await self.release.wait()
+        turn = ChatTurn({"role": "assistant", "content": "x"}, [1], [2], [-0.1], version, "stop")
+        message = [{"role": "assistant", "content": "x"}]
+        return Rollout(task, task["prompt"], message, [turn])
+
+
+def _stream(env: GatedEnv, **settings: Any) -> tuple[GroupStream, WeightWatcher, TaskStream]:
+    config = OrchestratorConfig(batch_size=4, group_size=2, **settings)
+    pool = InferencePool(ClientConfig(base_urls=["http://127.0.0.1:9"]), "tiny")
+    watcher = WeightWatcher(Path("/nonexistent"), pool)
+    tasks = TaskStream(len(env.dataset), seed=0)
+    return GroupStream(env, pool, tasks, watcher, config), watcher, tasks
+
+
+async def _settle() -> None:
+    for _ in range(5):
+        await asyncio.sleep(0)
+
+
+def test_groups_run_ahead_at_most_async_level_steps_and_continue_across_batches():
+    async def scenario() -> None:
+        env = GatedEnv(50)
+        groups, watcher, _ = _stream(env, async_level=1, max_inflight=100, max_off_policy_steps=3)
+        batch = asyncio.create_task(groups.next_batch(1))
+        await _settle()
+        # Weights v0: batches 1 and 2 may be generated (2 groups of 2 rollouts each), not batch 3.
+        assert len(groups.running) == 4
+        env.release.set()
+        stats = await batch
+        assert len(stats.groups) == 2
+        # The groups of batch 2 kept running (and finished) while batch 1 was handed out.
+        assert len(groups.finished) + len(groups.running) == 2
+        watcher.version = 1
+        stats = await groups.next_batch(2)
+        # Weights v1: batch 3 is under way, batch 4 waits for v2.
+        assert len(stats.groups) == 2 and len(groups.running) == 2
+        await groups.close()
+
+    asyncio.run(scenario())
+
+
+def test_stale_groups_are_discarded_and_pending_tasks_are_exactly_the_unbatched_ones():
+    async def scenario() -> None:
+        env = GatedEnv(50)
+        env.stale_left = 4  # the first two groups report v0
+        groups, watcher, tasks = _stream(env, async_level=5, max_inflight=6, max_off_policy_steps=1)
+        watcher.version = env.version = 4
+        env.release.set()
+        stats = await groups.next_batch(5)  # trains on policies >= 4 only
+        assert stats.discarded_stale == 4 and len(stats.groups) == 2
+        assert all(r.policy_version == 4 for g in stats.groups for r in g.rollouts)
+        batched = {g.task_index for g in stats.groups}
+        replay = TaskStream(len(env.dataset), seed=0)
+        handed_out = {replay.next() for _ in range(tasks.cursor)}
+        pending = groups.pending_tasks()
+        assert len(pending) == len(set(pending)) == len(handed_out) - len(batched) - len(env.stale_tasks)
+        assert set(pending) == handed_out - batched - env.stale_tasks
+        await groups.close()
+
+    asyncio.run(scenario())
+
+
+def test_the_difficulty_filter_drops_and_retires_all_easy_and_all_hard_tasks():
+    async def scenario() -> None:
+        env = GatedEnv(40)  # a task's reward is its index, for every rollout of its group
+        settings = {"difficulty_filter": True, "easy_reward": 30.0, "hard_reward": 10.0}
+        groups, _, tasks = _stream(env, async_level=5, max_inflight=8, **settings)
+        env.release.set()
+        stats = await groups.next_batch(1)
+        kept = {g.task_index for g in stats.groups}
+        assert kept and all(10 < i < 30 for i in kept)
+        assert stats.dropped_difficulty == 2 * len(tasks.retired) > 0
+        assert all(i <= 10 or i >= 30 for i in tasks.retired)
+        await groups.close()
+
+    asyncio.run(scenario())
+
+
+def test_truncated_rollouts_get_no_loss_tokens_when_masked():
+    task = {"prompt": [{"role": "user", "content": "hi"}], "answer": "x"}
+    turns = [ChatTurn({"role": "assistant", "content": "ab"}, [1, 2], [3, 4], [-0.1, -0.2], 0, reason)
+             for reason in ("stop", "length")]  # fmt: skip
+    rollouts = [Rollout(task, task["prompt"], [], [turn]) for turn in turns]
+    group = Group(0, rollouts, [0.5, -0.5], 0.1)
+    kept, masked = to_samples([group], 1.0, mask_truncated=True)
+    assert kept.loss_mask == [False, False, True, True] and not any(masked.loss_mask)
+    assert all(any(s.loss_mask) for s in to_samples([group], 1.0, mask_truncated=False))
