@@ -21,13 +21,13 @@ from asyncrl.evals.server_process import free_port
 from asyncrl.run_dir import read_metrics
 
 
-def run(async_level: int, steps: int, latency: float, out: Path) -> dict[str, float]:
+def run(async_level: int, steps: int, latency: float, batch: int, out: Path) -> dict[str, float]:
     command = [
         sys.executable, "-m", "asyncrl.cli", "rl", "--output-dir", str(out), "--max-steps", str(steps),
         "--inference.port", str(free_port()), "--orchestrator.async-level", str(async_level),
         "--orchestrator.max-off-policy-steps", str(async_level + 1),
         "--orchestrator.env.args", json.dumps({"latency_s": latency}),
-        "--orchestrator.batch-size", "32", "--orchestrator.group-size", "8",
+        "--orchestrator.batch-size", str(batch), "--orchestrator.group-size", "8",
         "--orchestrator.sampling.max-tokens", "24", "--trainer.checkpoint.interval", "0",
     ]  # fmt: skip
     start = time.perf_counter()
@@ -50,12 +50,13 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--steps", type=int, default=8)
-    parser.add_argument("--latency", type=float, default=1.0, help="seconds added to every rollout")
+    parser.add_argument("--latency", type=float, default=0.5, help="seconds added to every rollout")
+    parser.add_argument("--batch", type=int, default=64, help="rollouts per step (groups of 8)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        sync = run(0, args.steps, args.latency, Path(tmp) / "sync")
-        asynchronous = run(2, args.steps, args.latency, Path(tmp) / "async")
-    print(f"{args.steps} steps, {args.latency:.2f}s added per rollout, batch 32 (groups of 8)")
+        sync = run(0, args.steps, args.latency, args.batch, Path(tmp) / "sync")
+        asynchronous = run(2, args.steps, args.latency, args.batch, Path(tmp) / "async")
+    print(f"{args.steps} steps, {args.latency:.2f}s added per rollout, batch {args.batch} (groups of 8)")
     print("steps/s and wait share from step 2 on; wall s includes start-up")
     print(f"{'':<14}{'steps/s':>10}{'wait share':>12}{'trainer step s':>16}{'wall s':>9}")
     for name, r in (("async_level=0", sync), ("async_level=2", asynchronous)):
