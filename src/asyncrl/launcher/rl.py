@@ -70,8 +70,9 @@ def _stop(processes: dict[str, subprocess.Popen]) -> None:
 
 
 def _progress_postfix(run_dir: Path) -> tuple[int, dict[str, str]]:
-    trainer = read_metrics(run_dir, "trainer")
-    orchestrator = read_metrics(run_dir, "orchestrator")
+    rows = read_metrics(run_dir)  # one read of the file per poll, split here
+    trainer = [r for r in rows if r["component"] == "trainer"]
+    orchestrator = [r for r in rows if r["component"] == "orchestrator"]
     postfix = {}
     if orchestrator:
         last = orchestrator[-1]
