@@ -26,6 +26,7 @@ from asyncrl.launcher.errors import ChildFailedError
 from asyncrl.models import ModelLoadError
 from asyncrl.orchestrator.pool import AllServersDownError
 from asyncrl.orchestrator.tasks import NoTasksLeftError
+from asyncrl.orchestrator.verification import VerificationError
 from asyncrl.run_dir import BatchFormatError, WaitTimeout
 from asyncrl.sandbox.errors import USER_ERRORS as SANDBOX_ERRORS
 from asyncrl.toploc.errors import USER_ERRORS as TOPLOC_ERRORS
@@ -51,6 +52,7 @@ USER_ERRORS = (
     ScaffoldError,
     AllServersDownError,
     NoTasksLeftError,
+    VerificationError,
     ChildFailedError,
     *SANDBOX_ERRORS,
     *TOPLOC_ERRORS,

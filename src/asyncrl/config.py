@@ -230,6 +230,22 @@ class ClientConfig(BaseConfig):
     """Retries on one server before it is marked dead and its rollouts move to the others."""
 
 
+class VerifyConfig(BaseConfig):
+    fraction: float = Field(0.0, ge=0, le=1)
+    """Share of rollouts whose TOPLOC proofs and sampling the orchestrator checks against the weights
+    that generated them; a group with a failing rollout is dropped from its batch and counted. Turns
+    generated across a weight update (two policies) cannot be checked and are counted as skipped."""
+
+    rollouts_file: bool = False
+    """Write every batch's turns, with their proofs, to toploc/step_<N>.jsonl (the rollouts file of
+    `asyncrl toploc verify`, plus each line's `policy_version`)."""
+
+    @property
+    def proofs(self) -> bool:
+        """Whether generation must build proofs."""
+        return self.fraction > 0 or self.rollouts_file
+
+
 class OrchestratorConfig(BaseConfig):
     env: EnvSpec = EnvSpec()
     """The environment rollouts come from."""
@@ -284,6 +300,9 @@ class OrchestratorConfig(BaseConfig):
 
     client: ClientConfig = ClientConfig()
     """The inference servers."""
+
+    verify: VerifyConfig = VerifyConfig()
+    """TOPLOC: checking that rollouts came from the claimed weights."""
 
     @model_validator(mode="after")
     def _whole_groups(self) -> OrchestratorConfig:

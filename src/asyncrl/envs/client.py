@@ -34,7 +34,12 @@ class ChatTurn:
     token_ids: list[int]
     logprobs: list[float]
     policy_version: int
+    """The oldest policy that produced a token of this turn."""
     finish_reason: str
+    token_policy_versions: list[int] = field(default_factory=list)
+    """The policy behind each generated token (weights may change mid-generation), when the server says."""
+    toploc_proofs: list[str] = field(default_factory=list)
+    """TOPLOC proofs of the generated tokens, when the request asked for them."""
 
 
 @dataclass
@@ -98,13 +103,8 @@ class ModelClient:
         choice = (await self.post("/v1/chat/completions", body))["choices"][0]
         content = (choice.get("logprobs") or {}).get("content") or []
         message = {k: v for k, v in choice["message"].items() if v is not None}
-        return ChatTurn(
-            message=message,
-            prompt_token_ids=choice.get("prompt_token_ids") or [],
-            token_ids=choice.get("token_ids") or [],
-            logprobs=[item["logprob"] for item in content],
-            policy_version=choice.get("policy_version", 0),
-            finish_reason=choice.get("finish_reason") or "stop",
+        return _turn(
+            choice, message, choice.get("prompt_token_ids") or [], [item["logprob"] for item in content]
         )
 
     async def tokenize(
@@ -130,12 +130,21 @@ class ModelClient:
             **sampling,
         }
         choice = (await self.post("/v1/completions", body))["choices"][0]
-        turn = ChatTurn(
-            message={},
-            prompt_token_ids=choice.get("prompt_token_ids") or prompt_token_ids,
-            token_ids=choice.get("token_ids") or [],
-            logprobs=(choice.get("logprobs") or {}).get("token_logprobs") or [],
-            policy_version=choice.get("policy_version", 0),
-            finish_reason=choice.get("finish_reason") or "stop",
-        )
+        logprobs = (choice.get("logprobs") or {}).get("token_logprobs") or []
+        turn = _turn(choice, {}, choice.get("prompt_token_ids") or prompt_token_ids, logprobs)
         return choice.get("text") or "", turn
+
+
+def _turn(
+    choice: dict[str, Any], message: dict[str, Any], prompt_token_ids: list[int], logprobs: list[float]
+) -> ChatTurn:
+    return ChatTurn(
+        message=message,
+        prompt_token_ids=prompt_token_ids,
+        token_ids=choice.get("token_ids") or [],
+        logprobs=logprobs,
+        policy_version=choice.get("policy_version", 0),
+        finish_reason=choice.get("finish_reason") or "stop",
+        token_policy_versions=choice.get("token_policy_versions") or [],
+        toploc_proofs=choice.get("toploc_proofs") or [],
+    )

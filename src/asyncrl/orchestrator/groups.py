@@ -51,6 +51,8 @@ async def run_group(
     start = time.perf_counter()
     task: dict[str, Any] = env.dataset[task_index]
     sampling = config.sampling.model_dump()
+    if config.verify.proofs:
+        sampling["toploc"] = True
     rollouts = await asyncio.gather(
         *(pool.run(lambda client: env.run(client, task, sampling)) for _ in range(config.group_size))
     )

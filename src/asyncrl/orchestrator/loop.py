@@ -14,6 +14,7 @@ import json
 import logging
 import statistics
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 from tqdm import tqdm
@@ -23,6 +24,7 @@ from asyncrl.envs.registry import load_environment
 from asyncrl.orchestrator.groups import BatchStats, Group, GroupStream
 from asyncrl.orchestrator.pool import InferencePool
 from asyncrl.orchestrator.tasks import TaskStream
+from asyncrl.orchestrator.verification import RolloutVerifier, write_proofs_file
 from asyncrl.orchestrator.weights import WeightWatcher
 from asyncrl.run_dir import PROGRESS_FILE, Sample, append_metrics, latest_step_dir, load_progress, write_batch
 
@@ -93,14 +95,21 @@ async def orchestrate(config: OrchestratorProcessConfig) -> None:
         retired=progress.get("retired"),
     )
     async with InferencePool(cfg.client, config.model.path) as pool:
-        watcher = WeightWatcher(run_dir, pool)
+        watcher = WeightWatcher(run_dir, pool, sources=cfg.weights)
         refresher = asyncio.create_task(watcher.keep_fresh())
         groups = GroupStream(env, pool, tasks, watcher, cfg)
+        verifier = (
+            RolloutVerifier(run_dir, config.model.path, cfg.verify, cfg.sampling, config.seed)
+            if cfg.verify.fraction
+            else None
+        )
         bar = tqdm(total=config.max_steps, initial=progress["step"], desc="orchestrator")
         started = time.perf_counter()
         try:
             for step in range(progress["step"] + 1, config.max_steps + 1):
                 stats = await groups.next_batch(step)
+                if verifier is not None:
+                    stats.groups, checks = await asyncio.to_thread(verifier.filter, stats.groups)
                 samples = to_samples(stats.groups, cfg.sampling.temperature, cfg.mask_truncated)
                 saved = {"step": step, "cursor": tasks.cursor, "pending": groups.pending_tasks(),
                          "retired": sorted(tasks.retired)}  # fmt: skip
@@ -109,7 +118,11 @@ async def orchestrate(config: OrchestratorProcessConfig) -> None:
                 figures = batch_figures(stats, samples, step, now - started)
                 started = now
                 write_readable_samples(run_dir, step, stats.groups, cfg.samples_per_step)
+                if cfg.verify.rollouts_file:
+                    write_proofs_file(run_dir, step, stats.groups, cfg.sampling)
                 figures.update(policy_version=watcher.version, weight_update_s=watcher.last_update_s)
+                if verifier is not None:
+                    figures.update({f"verify_{k}": v for k, v in asdict(checks).items()})
                 append_metrics(run_dir, "orchestrator", step, figures)
                 bar.update(1)
                 bar.set_postfix(reward=f"{figures['reward_mean']:.3f}", lag=int(figures["off_policy_max"]))
