@@ -33,18 +33,27 @@ class ChunkCheck:
 
 
 def check_chunks(
-    proofs: list[ChunkProof], hidden: torch.Tensor, top_k: int, config: ToplocConfig
-) -> list[ChunkCheck]:
-    """Check `proofs`, one per `config.chunk_size` tokens, against the recomputed last hidden states
-    `hidden` [n, H] of those tokens."""
-    n, width = hidden.shape
+    sequences: list[tuple[list[ChunkProof], torch.Tensor]], top_k: int, config: ToplocConfig
+) -> list[list[ChunkCheck]]:
+    """Check each sequence's `proofs`, one per `config.chunk_size` tokens, against the recomputed last
+    hidden states [n, H] of those tokens. All chunks of all sequences go through one top-k and one
+    polynomial evaluation, whose fixed costs dwarf a single chunk's."""
     size = config.chunk_size
-    padded = torch.zeros(len(proofs) * size, width, dtype=hidden.dtype)
-    padded[:n] = hidden
-    lengths = (n - torch.arange(len(proofs)) * size).clamp(max=size)
-    indices, bits = chunk_top_k(padded.view(len(proofs), size, width), lengths, top_k)
-    claimed = claimed_bits(proofs, indices.numpy()).astype(np.int64)
-    return [_compare(mine, theirs, config) for mine, theirs in zip(bits.numpy(), claimed, strict=True)]
+    chunks = sum(len(proofs) for proofs, _ in sequences)
+    width = sequences[0][1].shape[1] if sequences else 0
+    padded = torch.zeros(chunks, size, width, dtype=sequences[0][1].dtype if sequences else torch.float32)
+    lengths, first = [], 0
+    for proofs, hidden in sequences:
+        padded.view(-1, width)[first * size : first * size + len(hidden)] = hidden
+        lengths.append((len(hidden) - torch.arange(len(proofs)) * size).clamp(max=size))
+        first += len(proofs)
+    if not chunks:
+        return [[] for _ in sequences]
+    indices, bits = chunk_top_k(padded, torch.cat(lengths), top_k)
+    claimed = claimed_bits([p for proofs, _ in sequences for p in proofs], indices.numpy()).astype(np.int64)
+    checks = [_compare(mine, theirs, config) for mine, theirs in zip(bits.numpy(), claimed, strict=True)]
+    bounds = np.cumsum([0, *(len(proofs) for proofs, _ in sequences)])
+    return [checks[start:end] for start, end in zip(bounds[:-1], bounds[1:], strict=True)]
 
 
 def _compare(recomputed: np.ndarray, claimed: np.ndarray, config: ToplocConfig) -> ChunkCheck:

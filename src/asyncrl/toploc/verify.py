@@ -92,10 +92,13 @@ def verify_rollouts(
     with torch.inference_mode():
         for batch in _batches(rollouts, list(proofs)):
             hidden = _last_hidden_states(reference.model, [rollouts[i] for i in batch])
+            states = []
             for row, i in enumerate(batch):
                 start = len(rollouts[i].prompt_token_ids) - 1
-                states = hidden[row, start : start + len(rollouts[i].token_ids)]
-                verdicts[i] = _judge(rollouts[i], proofs[i], states, reference, top_k, config)
+                states.append(hidden[row, start : start + len(rollouts[i].token_ids)])
+            chunks = check_chunks([(proofs[i], s) for i, s in zip(batch, states, strict=True)], top_k, config)
+            for i, checks, generated in zip(batch, chunks, states, strict=True):
+                verdicts[i] = _judge(rollouts[i], checks, generated, reference, config)
     return verdicts  # type: ignore[return-value]
 
 
@@ -156,13 +159,11 @@ def _last_hidden_states(model: PreTrainedModel, rollouts: list[Rollout]) -> torc
 
 def _judge(
     rollout: Rollout,
-    proofs: list[ChunkProof],
+    chunks: list[ChunkCheck],
     states: torch.Tensor,
     reference: ReferenceModel,
-    top_k: int,
     config: ToplocConfig,
 ) -> Verdict:
-    chunks = check_chunks(proofs, states, top_k, config)
     reasons = []
     failed = [str(i) for i, chunk in enumerate(chunks) if not chunk.passed]
     if failed:
