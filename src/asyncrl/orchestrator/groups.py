@@ -37,6 +37,9 @@ class Group:
 @dataclass
 class BatchStats:
     groups: list[Group] = field(default_factory=list)
+    sampled_rewards: list[float] = field(default_factory=list)
+    """Rewards of every rollout this batch judged, kept or filtered out (stale ones aside): what the
+    policy earns, which the kept groups alone would misstate once filters drop all-right groups."""
     discarded_stale: int = 0
     dropped_zero_advantage: int = 0
     dropped_too_long: int = 0
@@ -103,7 +106,9 @@ class GroupStream:
         stats.rollout_seconds += group.seconds * len(group.rollouts)
         if min(r.policy_version for r in group.rollouts) < step - cfg.max_off_policy_steps:
             stats.discarded_stale += len(group.rollouts)
-        elif cfg.difficulty_filter and (min(rewards) >= cfg.easy_reward or max(rewards) <= cfg.hard_reward):
+            return
+        stats.sampled_rewards += rewards
+        if cfg.difficulty_filter and (min(rewards) >= cfg.easy_reward or max(rewards) <= cfg.hard_reward):
             self.tasks.retire(group.task_index)
             stats.dropped_difficulty += len(group.rollouts)
         elif cfg.drop_zero_advantage and not any(group.advantages):

@@ -64,11 +64,12 @@ def write_readable_samples(run_dir: Path, step: int, groups: list[Group], count:
 
 def batch_figures(stats: BatchStats, samples: list[Sample], step: int, seconds: float) -> dict[str, float]:
     rollouts = [r for g in stats.groups for r in g.rollouts]
-    rewards = [r.reward for r in rollouts]
+    rewards = stats.sampled_rewards
     completion_tokens = sum(len(t.token_ids) for r in rollouts for t in r.turns)
     return {
         "reward_mean": statistics.fmean(rewards),
         "reward_std": statistics.pstdev(rewards),
+        "reward_mean_trained": statistics.fmean(r.reward for r in rollouts),
         "off_policy_max": max(step - r.policy_version for r in rollouts),
         "seq_len_mean": statistics.fmean(len(s.input_ids) for s in samples),
         "rollouts_per_s": len(rollouts) / seconds,

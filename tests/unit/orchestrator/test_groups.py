@@ -115,6 +115,10 @@ def test_the_difficulty_filter_drops_and_retires_all_easy_and_all_hard_tasks():
         assert {g.task_index for g in stats.groups} == {20, 21}
         assert len(tasks.retired) >= 5 and stats.dropped_difficulty == 2 * len(tasks.retired)
         assert not tasks.retired & {19, 20, 21}
+        # The batch's reward figures cover what was sampled, the dropped groups too.
+        assert sorted(stats.sampled_rewards) == sorted(
+            float(i) for i in [20, 21, *tasks.retired] for _ in "ab"
+        )
         await groups.close()
 
     asyncio.run(scenario())
