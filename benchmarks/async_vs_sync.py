@@ -21,13 +21,16 @@ from asyncrl.evals.server_process import free_port
 from asyncrl.run_dir import read_metrics
 
 
-def run(async_level: int, steps: int, latency: float, batch: int, out: Path) -> dict[str, float]:
+def run(
+    async_level: int, steps: int, latency: float, batch: int, inflight: int, out: Path
+) -> dict[str, float]:
     command = [
         sys.executable, "-m", "asyncrl.cli", "rl", "--output-dir", str(out), "--max-steps", str(steps),
         "--inference.port", str(free_port()), "--orchestrator.async-level", str(async_level),
         "--orchestrator.max-off-policy-steps", str(async_level + 1),
         "--orchestrator.env.args", json.dumps({"latency_s": latency}),
         "--orchestrator.batch-size", str(batch), "--orchestrator.group-size", "8",
+        "--orchestrator.max-inflight", str(inflight), "--orchestrator.drop-zero-advantage", "false",
         "--orchestrator.sampling.max-tokens", "24", "--trainer.checkpoint.interval", "0",
     ]  # fmt: skip
     start = time.perf_counter()
@@ -52,11 +55,20 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=8)
     parser.add_argument("--latency", type=float, default=0.5, help="seconds added to every rollout")
     parser.add_argument("--batch", type=int, default=64, help="rollouts per step (groups of 8)")
+    parser.add_argument(
+        "--inflight",
+        type=int,
+        help="rollouts in flight at most, both runs (default: 3 batches, what async_level=2 can use)",
+    )
     args = parser.parse_args()
+    inflight = args.inflight or 3 * args.batch
     with tempfile.TemporaryDirectory() as tmp:
-        sync = run(0, args.steps, args.latency, args.batch, Path(tmp) / "sync")
-        asynchronous = run(2, args.steps, args.latency, args.batch, Path(tmp) / "async")
-    print(f"{args.steps} steps, {args.latency:.2f}s added per rollout, batch {args.batch} (groups of 8)")
+        sync = run(0, args.steps, args.latency, args.batch, inflight, Path(tmp) / "sync")
+        asynchronous = run(2, args.steps, args.latency, args.batch, inflight, Path(tmp) / "async")
+    print(
+        f"{args.steps} steps, {args.latency:.2f}s added per rollout, batch {args.batch} (groups of 8), "
+        f"at most {inflight} rollouts in flight"
+    )
     print("steps/s and wait share from step 2 on; wall s includes start-up")
     print(f"{'':<14}{'steps/s':>10}{'wait share':>12}{'trainer step s':>16}{'wall s':>9}")
     for name, r in (("async_level=0", sync), ("async_level=2", asynchronous)):

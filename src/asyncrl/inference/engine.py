@@ -258,23 +258,34 @@ class TorchEngine(Backend):
             self._admitting = []
 
     def _prefill(self, requests: list[_Request]) -> None:
+        # Requests with the same prompt (the rollouts of one group arrive together) share one prefill row,
+        # as the choices of one request do: the first choice of a prompt lives in its prefill row, every
+        # further one gets a copy of that row's cache.
         first_row = len(self._running)
-        lengths = [len(r.prompt) for r in requests]
-        tokens = torch.zeros(len(requests), max(lengths), dtype=torch.long)
-        for row, request in enumerate(requests):
-            tokens[row, : lengths[row]] = torch.tensor(request.prompt)
+        rows: dict[tuple[int, ...], int] = {}
+        for request in requests:
+            rows.setdefault(tuple(request.prompt), len(rows))
+        lengths = [len(prompt) for prompt in rows]
+        tokens = torch.zeros(len(rows), max(lengths), dtype=torch.long)
+        for row, prompt in enumerate(rows):
+            tokens[row, : lengths[row]] = torch.tensor(prompt)
         positions = torch.arange(tokens.shape[1]).expand_as(tokens)
         logits, hidden = self.runner.forward(tokens, positions, first_row, torch.tensor(lengths) - 1)
-        self._counters["prompt_tokens"] += sum(lengths)
+        self._counters["prompt_tokens"] += sum(len(r.prompt) for r in requests)
 
-        # Choice 0 of each request lives in its prefill row; further choices copy that row's cache.
-        new = [self._new_sequence(r, 0) for r in requests]
-        source_rows = list(range(len(requests)))
-        for row, request in enumerate(requests):
-            for index in range(1, request.n):
-                self.runner.cache.move_row(first_row + row, first_row + len(new), lengths[row])
-                new.append(self._new_sequence(request, index))
+        in_place: list[_Sequence | None] = [None] * len(rows)
+        copies: list[_Sequence] = []
+        source_rows = list(range(len(rows)))
+        for request in requests:
+            row = rows[tuple(request.prompt)]
+            for index in range(request.n):
+                if in_place[row] is None:
+                    in_place[row] = self._new_sequence(request, index)
+                    continue
+                self.runner.cache.move_row(first_row + row, first_row + len(rows) + len(copies), lengths[row])
+                copies.append(self._new_sequence(request, index))
                 source_rows.append(row)
+        new = [s for s in in_place if s is not None] + copies
         self._running.extend(new)
         self._sample_and_append(new, logits[source_rows], hidden[source_rows], first_row)
 

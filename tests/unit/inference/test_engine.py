@@ -162,7 +162,7 @@ def test_prefill_budget_counts_padding():
             return forward(tokens, positions, row_start, last)
 
         engine.runner.forward = recording
-        prompts = [list(range(1, 201))] + [[5, 6, 7]] * 10
+        prompts = [list(range(1, 201))] + [[5, 6, i] for i in range(10)]
         await asyncio.gather(*(_generate(engine, p, max_tokens=2) for p in prompts))
         await engine.stop()
         return shapes
@@ -170,6 +170,49 @@ def test_prefill_budget_counts_padding():
     prefills = [(rows, width) for rows, width in run(main()) if width > 1]
     assert sum(rows for rows, _ in prefills) == 11
     assert all(rows * width <= 256 or rows == 1 for rows, width in prefills)
+
+
+def test_requests_with_one_prompt_share_one_prefill_row():
+    async def main():
+        engine = TorchEngine("tiny", "float32", InferenceConfig())  # not started: _prefill runs right here
+        rows = []
+        forward = engine.runner.forward
+
+        def recording(tokens, positions, row_start, last):
+            rows.append(tokens.shape[0])
+            return forward(tokens, positions, row_start, last)
+
+        engine.runner.forward = recording
+        loop = asyncio.get_running_loop()
+        prompts = [list(b"group prompt")] * 4 + [list(b"another")]
+        engine._prefill(
+            [_Request(p, SamplingParams(max_tokens=4), 1, False, loop, asyncio.Queue()) for p in prompts]
+        )
+        return engine, rows
+
+    engine, rows = run(main())
+    assert rows == [2]
+    assert [s.request.prompt for s in engine._running] == [list(b"group prompt"), list(b"another")] + [
+        list(b"group prompt")
+    ] * 3
+    k = engine.runner.cache.k[:, :5, :, :12]
+    assert all(torch.equal(k[:, 0], k[:, row]) for row in (2, 3, 4))
+
+
+def test_requests_sharing_a_prompt_sample_as_if_alone():
+    async def main():
+        engine = await _started()
+        params = dict(max_tokens=12, temperature=1.0, ignore_eos=True)
+        alone = [await _generate(engine, list(b"group prompt"), seed=s, **params) for s in range(4)]
+        together = await asyncio.gather(
+            *(_generate(engine, list(b"group prompt"), seed=s, **params) for s in range(4))
+        )
+        await engine.stop()
+        return alone, together
+
+    alone, together = run(main())
+    assert together == alone
+    assert len({tuple(choices[0]) for choices in alone}) == 4
 
 
 def test_stop_strings_of_multi_byte_characters_end_the_sequence():
