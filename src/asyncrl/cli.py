@@ -133,6 +133,13 @@ def _toploc(argv: list[str]) -> int:
     return toploc_main(argv)
 
 
+def _broadcast(argv: list[str]) -> int:
+    """`asyncrl broadcast serve` / `asyncrl broadcast fetch URL ... --out DIR`."""
+    from asyncrl.broadcast.cli import main as broadcast_main
+
+    return broadcast_main(argv)
+
+
 COMMANDS: dict[str, tuple[type[BaseConfig], Callable, str]] = {
     "rl": (RLConfig, _rl, "inference + orchestrator + trainer together on this machine"),
     "inference": (InferenceServerConfig, _inference, "the OpenAI-compatible inference server alone"),
@@ -149,6 +156,7 @@ def usage() -> str:
     lines += [f"  {'env':<12} environments: asyncrl env list | env info NAME | env init NAME [--path DIR]"]
     lines += [f"  {'sandbox':<12} run untrusted code: asyncrl sandbox serve | sandbox exec FILE [--url URL]"]
     lines += [f"  {'toploc':<12} inference proofs: asyncrl toploc verify --model DIR --rollouts FILE"]
+    lines += [f"  {'broadcast':<12} shardcast: asyncrl broadcast serve | broadcast fetch URL --out DIR"]
     lines += ["", "`asyncrl <command> --help` lists every option with its doc and default."]
     return "\n".join(lines)
 
@@ -165,6 +173,8 @@ def main(argv: list[str] | None = None) -> int:
         return _guarded(command, lambda: _sandbox(rest))
     if command == "toploc":
         return _guarded(command, lambda: _toploc(rest))
+    if command == "broadcast":
+        return _guarded(command, lambda: _broadcast(rest))
     if command == "eval" and rest and not rest[0].startswith("-"):
         rest = ["--env", rest[0], *rest[1:]]
     if command not in COMMANDS:

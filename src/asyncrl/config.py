@@ -12,6 +12,8 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
+from asyncrl.broadcast.config import InferenceBroadcastConfig, WeightSourcesConfig
+
 # ConfigError, format_help and load_config are re-exported: `asyncrl.config` is the public config API.
 from asyncrl.config_loader import BaseConfig, ConfigError, format_help, load_config  # noqa: F401
 
@@ -65,6 +67,9 @@ class InferenceConfig(BaseConfig):
     toploc: bool = False
     """Build TOPLOC proofs of every generation (a request can also ask with `"toploc": true`); each choice
     then carries `toploc_proofs`, one per 32 tokens (ToplocConfig's default chunk_size and top_k)."""
+
+    broadcast: InferenceBroadcastConfig = InferenceBroadcastConfig()
+    """Shardcast: where and how `/update_weights {"source": [URLs], "version": N}` fetches weights."""
 
 
 class LossConfig(BaseConfig):
@@ -294,6 +299,9 @@ class OrchestratorConfig(BaseConfig):
 
     weights_timeout_s: float = Field(3600.0, gt=0)
     """Give up waiting for the trainer's weights after this long."""
+
+    weights: WeightSourcesConfig = WeightSourcesConfig()
+    """Where the inference servers get new weights: the run dir, or shardcast sources (no shared disk)."""
 
     sampling: SamplingConfig = SamplingConfig()
     """Sampling of every model turn."""

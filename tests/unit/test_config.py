@@ -3,7 +3,7 @@ import sys
 
 import pytest
 
-from asyncrl.config import ConfigError, InferenceServerConfig, format_help, load_config
+from asyncrl.config import BaseConfig, ConfigError, InferenceServerConfig, format_help, load_config
 
 
 def test_defaults_come_from_the_fields():
@@ -86,7 +86,8 @@ def test_help_lists_every_field_with_doc_and_default():
         InferenceServerConfig.model_fields["inference"].annotation,
     ):
         for name, field in section.model_fields.items():
-            assert f".{name} " in text
+            nested = isinstance(field.annotation, type) and issubclass(field.annotation, BaseConfig)
+            assert (f".{name}]" if nested else f".{name} ") in text  # a section prints as [inference.name]
             assert field.description and field.description in text
     assert "(default: 8000)" in text
 

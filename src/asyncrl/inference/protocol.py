@@ -6,7 +6,7 @@ import time
 import uuid
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 class APIError(Exception):
@@ -92,10 +92,25 @@ class TokenizeRequest(BaseModel):
 class UpdateWeightsRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    path: str
+    path: str | None = None
     """An HF weights dir of the served model's shape."""
+    source: list[str] | None = Field(None, min_length=1)
+    """Or shardcast origins/relays (URLs) to fetch `version` from first (asyncrl.broadcast)."""
     version: int = Field(ge=0)
     """The policy version these weights are (the trainer step that produced them)."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_source(cls, value: Any) -> Any:
+        if isinstance(value, dict) and isinstance(value.get("source"), str):
+            value = {**value, "source": [value["source"]]}  # one URL given as a string
+        return value
+
+    @model_validator(mode="after")
+    def _path_or_source(self) -> UpdateWeightsRequest:
+        if (self.path is None) == (self.source is None):
+            raise ValueError("give `path` (a local HF dir) or `source` (broadcast URLs), exactly one")
+        return self
 
 
 def new_id(prefix: Literal["cmpl", "chatcmpl"]) -> str:

@@ -216,15 +216,30 @@ def create_app(
         }
         return {"object": "list", "data": [card]}
 
+    from asyncrl.broadcast.errors import BroadcastError
+    from asyncrl.broadcast.inbox import WeightsInbox
+
+    inbox = WeightsInbox(config.broadcast)
+
     @app.post("/update_weights")
     async def update_weights(request: UpdateWeightsRequest) -> dict[str, Any]:
+        fetched: dict[str, Any] = {}
         async with served.weights_lock:
+            path = request.path
+            if request.source is not None:
+                # Fetched and checked into this server's own dir first: a failed fetch loads nothing.
+                try:
+                    out, report = await asyncio.to_thread(inbox.fetch, request.source, request.version)
+                except BroadcastError as e:
+                    raise APIError(e.http_status, f"{e}; the old weights keep serving", "source") from None
+                path, fetched = str(out), {"path": str(out), "fetch": report.as_dict()}
+                log.info("weights v%d: %s", request.version, report.summary())
             try:
-                seconds = await backend.update_weights(request.path, request.version)
+                seconds = await backend.update_weights(path, request.version)
             except WeightUpdateError as e:
                 raise APIError(400, f"{e}; the old weights keep serving", "path") from None
-        log.info("weights v%d from %s swapped in %.3fs", request.version, request.path, seconds)
-        return {"status": "ok", "policy_version": request.version, "seconds": seconds}
+        log.info("weights v%d from %s swapped in %.3fs", request.version, path, seconds)
+        return {"status": "ok", "policy_version": request.version, "seconds": seconds, **fetched}
 
     @app.post("/v1/completions")
     async def completions(request: CompletionRequest, raw: Request) -> Response:
