@@ -2,7 +2,7 @@
 
 RL only learns from rewards the model can already sometimes earn, so the untrained tiny model first
 learns the chat format and the reversal of short texts (3 to 8 characters) from examples; reversing the
-longer texts of the RL tasks (up to 16) is left for RL to learn. The same run by hand:
+longer texts of the RL tasks (up to 20) is left for RL to learn. The same run by hand:
 
     asyncrl sft --model.path tiny --sft.data reverse_text.jsonl --sft.max-steps 100 --sft.batch-size 16
         --trainer.optim.type muon --trainer.optim.lr 1e-2 --trainer.optim.warmup-steps 20
