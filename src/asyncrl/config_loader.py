@@ -125,6 +125,8 @@ def _field_annotation(cls: type[BaseConfig], path: list[str]) -> Any:
                 return Any
             raise ConfigError(f"unknown key {'.'.join(path)!r}: {'.'.join(path[:depth])} is not a section")
         if key not in node.model_fields:
+            if node.model_config.get("extra") == "allow":
+                return Any  # a section that passes its unlisted keys on (inference.vllm)
             raise ConfigError(_unknown_key_message(node, path[:depth], key))
         node = node.model_fields[key].annotation
     return node

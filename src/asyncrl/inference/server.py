@@ -6,7 +6,7 @@ import asyncio
 import logging
 import os
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractContextManager, asynccontextmanager
 from typing import Any
 
 import uvicorn
@@ -327,14 +327,33 @@ def eos_token_ids(model_dir: str, tokenizer: PreTrainedTokenizerBase) -> tuple[i
     return tuple(ids)
 
 
-def serve(config: InferenceServerConfig) -> None:
-    """Run the server until interrupted. Model problems surface here, before the port is bound."""
+def open_backend(config: InferenceServerConfig) -> AbstractContextManager[Backend]:
+    """The engine `inference.backend` names, loaded (vLLM: started and serving) on entering, and stopped
+    (vLLM: its processes ended) on leaving."""
+    from contextlib import nullcontext
+
+    if config.inference.backend == "vllm":
+        from asyncrl.inference.vllm_backend import VLLMBackend
+
+        return VLLMBackend.launched(config, resolve_model_path(config.model.path))
     from asyncrl.inference.engine import TorchEngine
 
+    return nullcontext(TorchEngine(config.model.path, config.model.dtype, config.inference, config.seed))
+
+
+def serve(config: InferenceServerConfig) -> None:
+    """Run the server until interrupted. Model problems (and vLLM's start-up errors) surface here, before
+    the port is bound."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     model_dir = str(resolve_model_path(config.model.path))
     tokenizer = load_tokenizer(config.model.path)
-    backend = TorchEngine(config.model.path, config.model.dtype, config.inference, config.seed)
-    name = config.inference.served_model_name or config.model.path
-    app = create_app(backend, tokenizer, name, eos_token_ids(model_dir, tokenizer), config.inference)
-    uvicorn.run(app, host=config.inference.host, port=config.inference.port, log_level="warning")
+    with open_backend(config) as backend:
+        name = config.inference.served_model_name or config.model.path
+        app = create_app(backend, tokenizer, name, eos_token_ids(model_dir, tokenizer), config.inference)
+        server = uvicorn.Server(
+            uvicorn.Config(app, host=config.inference.host, port=config.inference.port, log_level="warning")
+        )
+        if config.inference.backend == "vllm":
+            # A server whose vLLM died stops (and says why) rather than answer 503 forever.
+            backend.stop_serving = lambda: setattr(server, "should_exit", True)  # type: ignore[attr-defined]
+        server.run()

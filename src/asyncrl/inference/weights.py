@@ -11,15 +11,21 @@ from safetensors.torch import load_file
 from asyncrl.inference.backend import WeightUpdateError
 
 
-def read_weights(path: str, model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """Load every tensor of `path`/*.safetensors, cast to the model's dtype, and check that together they
-    cover each parameter of `model` with the same shape. Raises WeightUpdateError otherwise."""
+def safetensors_files(path: str | Path) -> list[Path]:
+    """The *.safetensors files of a weights dir; WeightUpdateError if there are none."""
     directory = Path(path)
     if not directory.is_dir():
         raise WeightUpdateError(f"weights dir {path} does not exist")
     files = sorted(directory.glob("*.safetensors"))
     if not files:
         raise WeightUpdateError(f"{path} holds no *.safetensors files")
+    return files
+
+
+def read_weights(path: str, model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """Load every tensor of `path`/*.safetensors, cast to the model's dtype, and check that together they
+    cover each parameter of `model` with the same shape. Raises WeightUpdateError otherwise."""
+    files = safetensors_files(path)
     tensors: dict[str, torch.Tensor] = {}
     for file in files:
         try:
