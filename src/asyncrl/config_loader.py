@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import difflib
 import json
+import sys
 import tomllib
 import types
 import typing
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
@@ -243,3 +245,29 @@ def _table(table: dict[str, Any], prefix: list[str]) -> str:
             sub, path
         )
     return out
+
+
+def load_subcommand(
+    group: str,
+    usage: str,
+    argv: list[str],
+    commands: dict[str, tuple[type[BaseConfig], Callable[[list[str]], list[str]]]],
+) -> tuple[str, BaseConfig] | int:
+    """`asyncrl <group> <command> ...`: the command and its config (each command's words turned into
+    overrides by its function), or the exit code when usage, `--help` or a config error was printed."""
+    command, rest = (argv[0], argv[1:]) if argv else ("", [])
+    if command in ("-h", "--help"):
+        print(usage)
+        return 0
+    if command not in commands:
+        print(usage, file=sys.stderr)
+        return 2
+    config_cls, to_overrides = commands[command]
+    if "-h" in rest or "--help" in rest:
+        print(format_help(config_cls, f"{group} {command}"))
+        return 0
+    try:
+        return command, load_config(config_cls, to_overrides(rest))
+    except ConfigError as e:
+        print(f"asyncrl {group} {command}: config error: {e}", file=sys.stderr)
+        return 2

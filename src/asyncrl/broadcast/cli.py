@@ -8,7 +8,7 @@ import sys
 
 from asyncrl.broadcast.config import BroadcastFetchConfig, BroadcastServeConfig
 from asyncrl.broadcast.errors import USER_ERRORS
-from asyncrl.config_loader import ConfigError, format_help, load_config
+from asyncrl.config_loader import load_subcommand
 
 USAGE = (
     "usage: asyncrl broadcast serve --weights-dir RUN/weights [--port P] [--token T] [--key VALUE ...]\n"
@@ -18,23 +18,14 @@ USAGE = (
 
 
 def main(argv: list[str]) -> int:
-    command, rest = (argv[0], argv[1:]) if argv else ("", [])
-    if command in ("-h", "--help"):
-        print(USAGE)
-        return 0
-    if command not in ("serve", "fetch"):
-        print(USAGE, file=sys.stderr)
-        return 2
-    config_cls = BroadcastServeConfig if command == "serve" else BroadcastFetchConfig
-    if "-h" in rest or "--help" in rest:
-        print(format_help(config_cls, f"broadcast {command}"))
-        return 0
-    try:
-        list_key = "upstream" if command == "serve" else "sources"
-        config = load_config(config_cls, overrides(rest, list_key))
-    except ConfigError as e:
-        print(f"asyncrl broadcast {command}: config error: {e}", file=sys.stderr)
-        return 2
+    commands = {
+        "serve": (BroadcastServeConfig, lambda words: overrides(words, "upstream")),
+        "fetch": (BroadcastFetchConfig, lambda words: overrides(words, "sources")),
+    }
+    loaded = load_subcommand("broadcast", USAGE, argv, commands)
+    if isinstance(loaded, int):
+        return loaded
+    command, config = loaded
     if isinstance(config, BroadcastServeConfig) and config.role_problem():
         print(f"asyncrl broadcast serve: {config.role_problem()}\n{USAGE}", file=sys.stderr)
         return 2

@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import sys
 
-from asyncrl.config import ConfigError, SandboxExecConfig, SandboxServeConfig, format_help, load_config
+from asyncrl.config import SandboxExecConfig, SandboxServeConfig
+from asyncrl.config_loader import load_subcommand
 from asyncrl.sandbox.client import SandboxClient
 from asyncrl.sandbox.pool import SandboxPool
 from asyncrl.sandbox.result import Result
@@ -18,22 +19,11 @@ TIMEOUT_EXIT = 124
 
 
 def main(argv: list[str]) -> int:
-    command, rest = (argv[0], argv[1:]) if argv else ("", [])
-    if command in ("-h", "--help"):
-        print(USAGE)
-        return 0
-    if command not in ("serve", "exec"):
-        print(USAGE, file=sys.stderr)
-        return 2
-    config_cls = SandboxServeConfig if command == "serve" else SandboxExecConfig
-    if "-h" in rest or "--help" in rest:
-        print(format_help(config_cls, f"sandbox {command}"))
-        return 0
-    try:
-        config = load_config(config_cls, rest if command == "serve" else exec_overrides(rest))
-    except ConfigError as e:
-        print(f"asyncrl sandbox {command}: config error: {e}", file=sys.stderr)
-        return 2
+    commands = {"serve": (SandboxServeConfig, list), "exec": (SandboxExecConfig, exec_overrides)}
+    loaded = load_subcommand("sandbox", USAGE, argv, commands)
+    if isinstance(loaded, int):
+        return loaded
+    _, config = loaded
     if isinstance(config, SandboxServeConfig):
         from asyncrl.sandbox.server import serve
 
