@@ -76,10 +76,16 @@ class InferenceServerProcess:
         return "\n".join(self.log_path.read_text().splitlines()[-20:])
 
     def __exit__(self, *exc: object) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
+        stop_process(self.process)
         self._log.close()
+
+
+def stop_process(process: subprocess.Popen, timeout_s: float = 20) -> None:
+    """Terminate `process` if it still runs; kill it when it has not ended after `timeout_s`."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()

@@ -22,6 +22,7 @@ from safetensors.numpy import save_file
 from asyncrl.broadcast.config import BroadcastServeConfig
 from asyncrl.broadcast.server import NodeServer, build_node, create_app
 from asyncrl.broadcast.store import VersionStore
+from asyncrl.evals.server_process import stop_process
 
 
 def write_step(weights_dir: Path, step: int, tensors: dict[str, np.ndarray], stable: bool = True) -> Path:
@@ -160,13 +161,7 @@ class NodeProcess:
         self.process.wait()
 
     def __exit__(self, *exc: object) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process)
         self._log.close()
 
 
