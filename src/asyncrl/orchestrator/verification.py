@@ -12,7 +12,7 @@ import json
 import logging
 import os
 import random
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -98,7 +98,7 @@ class RolloutVerifier:
 
     def filter(self, groups: list[Group]) -> tuple[list[Group], VerifyFigures]:
         """The groups none of whose checked rollouts failed, and what the checks found."""
-        figures = VerifyFigures()
+        skipped, failed = 0, 0
         picked: dict[int, list[tuple[int, Rollout]]] = {}
         for index, group in enumerate(groups):
             for rollout in group.rollouts:
@@ -109,10 +109,11 @@ class RolloutVerifier:
                     if record is None:
                         continue
                     if version is None or self._reference(version) is None:
-                        figures = replace(figures, skipped=figures.skipped + 1)
+                        skipped += 1
                         continue
                     picked.setdefault(version, []).append((index, record))
         failed_groups: set[int] = set()
+        checked = sum(map(len, picked.values()))
         with torch.inference_mode():
             for version, records in picked.items():
                 reference = self._reference(version)
@@ -120,21 +121,17 @@ class RolloutVerifier:
                 verdicts = verify_rollouts(reference, [r for _, r in records], self.toploc)
                 for (index, _), verdict in zip(records, verdicts, strict=True):
                     if not verdict.passed:
+                        failed += 1
                         failed_groups.add(index)
                         log.warning("rollout of task %d failed verification: %s", groups[index].task_index,
                                     "; ".join(verdict.reasons))  # fmt: skip
-                figures = replace(
-                    figures,
-                    checked=figures.checked + len(verdicts),
-                    failed=figures.failed + sum(not v.passed for v in verdicts),
-                )
         kept = [g for i, g in enumerate(groups) if i not in failed_groups]
         if groups and not kept:
             raise VerificationError(
-                f"every group of the batch had a rollout that failed TOPLOC verification ({figures.failed} "
+                f"every group of the batch had a rollout that failed TOPLOC verification ({failed} "
                 "turns): the inference servers do not serve the weights they claim; see the warnings above"
             )
-        return kept, replace(figures, dropped_groups=len(failed_groups))
+        return kept, VerifyFigures(checked, failed, skipped, len(failed_groups))
 
     def _reference(self, version: int) -> ReferenceModel | None:
         """The weights of `version`, loaded once; None when they are not on disk (any more)."""
