@@ -154,6 +154,9 @@ async def _stream_events(
             state.add(delta)
             choice = shape.chunk(state, prompts[i], backend.policy_version)
             yield _sse({**head, "choices": [choice]})
+            # While deltas are queued up, nothing here waits, and the event loop would serve no other
+            # request (a weight update) until this stream drains.
+            await asyncio.sleep(0)
         if request.stream_options and request.stream_options.include_usage:
             used = usage(sum(map(len, prompts)), sum(len(s.token_ids) for s in states))
             yield _sse({**head, "choices": [], "usage": used})

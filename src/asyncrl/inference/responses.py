@@ -57,6 +57,12 @@ class TokenTexts:
         return "bytes:" + "".join(f"\\x{b:02x}" for b in raw)
 
 
+def _cut_at_stops(text: str, stops: tuple[str, ...], start: int = 0) -> str:
+    """`text` up to the first stop string found at or after `start`."""
+    cuts = [i for i in (text.find(s, start) for s in stops) if i >= 0]
+    return text[: min(cuts)] if cuts else text
+
+
 @dataclass
 class ChoiceState:
     """One choice as it accumulates: tokens, logprobs, versions, and how much text was already sent."""
@@ -71,6 +77,12 @@ class ChoiceState:
     finish_reason: str | None = None
     sent_chars: int = 0
     sent_tokens: int = 0
+    sent_text_offset: int = 0
+    """Characters of token text (logprobs' `text_offset`) before token `sent_tokens`."""
+    _decoded: str = ""
+    """The text of `token_ids[:_read]`, grown a window at a time while streaming."""
+    _window: int = 0
+    _read: int = 0
 
     def add(self, delta: SequenceDelta) -> None:
         self.token_ids += delta.token_ids
@@ -82,19 +94,28 @@ class ChoiceState:
 
     def text(self, tokenizer: PreTrainedTokenizerBase) -> str:
         """The decoded completion, cut before the first stop string."""
-        text = tokenizer.decode(self.token_ids, skip_special_tokens=True)
-        cuts = [i for i in (text.find(s) for s in self.stops) if i >= 0]
-        return text[: min(cuts)] if cuts else text
+        return _cut_at_stops(tokenizer.decode(self.token_ids, skip_special_tokens=True), self.stops)
+
+    def _decode_new_tokens(self, tokenizer: PreTrainedTokenizerBase) -> None:
+        # Decoding the whole completion for every chunk makes a long stream quadratic. Decoding from the
+        # previous chunk's tokens on keeps what a tokenizer does at a word's start (a leading space) the
+        # same in both decodes, so their difference is the new text.
+        before = tokenizer.decode(self.token_ids[self._window : self._read], skip_special_tokens=True)
+        after = tokenizer.decode(self.token_ids[self._window :], skip_special_tokens=True)
+        if after.endswith("\ufffd") and self.finish_reason is None:
+            return  # the rest of a UTF-8 character is still to come
+        self._decoded += after[len(before) :]
+        self._window, self._read = self._read, len(self.token_ids)
 
     def unsent_text(self, tokenizer: PreTrainedTokenizerBase) -> str:
         """Text not yet streamed. Until the choice ends, hold back a possible stop-string prefix and a
         trailing incomplete UTF-8 character."""
-        text = self.text(tokenizer)
+        self._decode_new_tokens(tokenizer)
+        # A stop string found now cannot start before `sent_chars`: what was sent held back its prefix.
+        text = _cut_at_stops(self._decoded, self.stops, self.sent_chars)
         end = len(text)
         if self.finish_reason is None:
             end -= max((len(s) - 1 for s in self.stops), default=0)
-            while end > self.sent_chars and text[end - 1] == "\ufffd":
-                end -= 1
         piece = text[self.sent_chars : max(end, self.sent_chars)]
         self.sent_chars += len(piece)
         return piece
@@ -133,10 +154,9 @@ def chat_logprobs(
 
 
 def completion_logprobs(
-    state: ChoiceState, token_text: TokenTexts, start: int = 0, top: int = 0
+    state: ChoiceState, token_text: TokenTexts, start: int = 0, top: int = 0, offset: int = 0
 ) -> dict[str, list[Any]]:
-    """The legacy completions `logprobs` object for tokens `start:`."""
-    offset = sum(len(token_text.text(t)) for t in state.token_ids[:start])
+    """The legacy completions `logprobs` object for tokens `start:`, whose text begins at `offset`."""
     tokens, offsets = [], []
     for token_id in state.token_ids[start:]:
         tokens.append(token_text.text(token_id))
@@ -186,8 +206,9 @@ class ChoiceShaper:
     def _logprobs(self, state: ChoiceState, start: int) -> dict[str, Any] | None:
         if not self.want_logprobs:
             return None
-        build = chat_logprobs if self.chat else completion_logprobs
-        return build(state, self.token_text, start, self.top)
+        if self.chat:
+            return chat_logprobs(state, self.token_text, start, self.top)
+        return completion_logprobs(state, self.token_text, start, self.top, state.sent_text_offset)
 
     def full(self, state: ChoiceState, prompt: list[int], version: int) -> dict[str, Any]:
         text = state.text(self.tokenizer)
@@ -215,6 +236,8 @@ class ChoiceShaper:
         else:
             choice["text"] = text
         choice["logprobs"] = self._logprobs(state, start)
+        if choice["logprobs"] and not self.chat:  # the next chunk's text offsets go on from here
+            state.sent_text_offset += sum(map(len, choice["logprobs"]["tokens"]))
         choice["finish_reason"] = state.finish_reason
         if self.request.return_token_ids:
             choice["token_ids"] = state.token_ids[start:]

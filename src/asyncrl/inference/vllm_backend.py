@@ -203,6 +203,9 @@ class VLLMBackend(Backend):
         versions: list[int] = []
         pending = b""
         async for data in response.aiter_bytes():
+            # Reading bytes vLLM has already sent does not wait, so without this a fast stream would keep
+            # the event loop from every other request (a weight update) until it ends.
+            await asyncio.sleep(0)
             events, pending = stream_events(pending + data)
             for event in events:
                 if "error" in event:

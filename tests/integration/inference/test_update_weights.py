@@ -5,14 +5,20 @@ from __future__ import annotations
 
 import concurrent.futures
 import json
+import re
 import shutil
 import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import httpx
 import pytest
 import torch
 from transformers import AutoModelForCausalLM, Qwen2Config, Qwen2ForCausalLM
+
+from asyncrl.evals.server_process import InferenceServerProcess
 
 LONG = 1500
 
@@ -86,12 +92,46 @@ def _stream(url: str, prompt: str, n: int, started: threading.Event) -> list[dic
     return choices
 
 
+def _asyncrl_figure(server: InferenceServerProcess, name: str) -> float:
+    match = re.search(rf"^asyncrl_{name} (\S+)$", httpx.get(f"{server.url}/metrics").text, re.MULTILINE)
+    assert match, f"asyncrl_{name} is in /metrics"
+    return float(match.group(1))
+
+
+@contextmanager
+def _admitted_together(server: InferenceServerProcess, n_choices: int) -> Iterator[None]:
+    """Hold vLLM's scheduler while the block sends its requests, then let all `n_choices` start at once.
+
+    vLLM on two shared cores can admit concurrent requests seconds apart, long enough for the first to
+    finish before the last starts; the weight update must land while every choice is generating."""
+    match = re.search(r"vLLM serves behind this server at (\S+)", server.log_path.read_text())
+    assert match, "the vLLM backend logs its vLLM server's address"
+    vllm_url = match.group(1)
+    httpx.post(f"{vllm_url}/pause", params={"mode": "keep"}, timeout=30).raise_for_status()
+    try:
+        yield
+        deadline = time.monotonic() + 60
+        while (
+            _asyncrl_figure(server, "requests_running") + _asyncrl_figure(server, "requests_waiting")
+            < n_choices
+        ):
+            assert time.monotonic() < deadline, "the requests never reached the vLLM backend"
+            time.sleep(0.1)
+        # The backend has sent them; a paused vLLM (its metrics frozen too) takes them into its queue at once.
+        time.sleep(1)
+    finally:
+        httpx.post(f"{vllm_url}/resume", timeout=30).raise_for_status()
+
+
 @pytest.mark.slow
-def test_update_weights_keeps_requests_running(fresh_server, perturbed_dir, start_server):
+def test_update_weights_keeps_requests_running(backend, fresh_server, perturbed_dir, start_server):
     before = _greedy(fresh_server.url)
     with concurrent.futures.ThreadPoolExecutor(4) as pool:
         started = [threading.Event() for _ in range(4)]
-        pending = [pool.submit(_stream, fresh_server.url, f"request {i}", 2, started[i]) for i in range(4)]
+        with _admitted_together(fresh_server, 4 * 2) if backend == "vllm" else nullcontext():
+            pending = [
+                pool.submit(_stream, fresh_server.url, f"request {i}", 2, started[i]) for i in range(4)
+            ]
         for event in started:  # every request is mid-generation when the new weights land
             assert event.wait(60)
         update = httpx.post(
