@@ -18,47 +18,9 @@ from asyncrl.config import (
     format_help,
     load_config,
 )
-from asyncrl.envs.client import ModelRequestError, ModelUnavailableError
-from asyncrl.envs.registry import EnvironmentArgsError, EnvironmentNotFoundError
-from asyncrl.envs.scaffold import ScaffoldError
-from asyncrl.evals.server_process import ServerStartError
-from asyncrl.inference.vllm_launch import VLLMProcessError
-from asyncrl.launcher.errors import ChildFailedError
-from asyncrl.models import ModelLoadError
-from asyncrl.orchestrator.pool import AllServersDownError
-from asyncrl.orchestrator.tasks import NoTasksLeftError
-from asyncrl.orchestrator.verification import VerificationError
-from asyncrl.run_dir import BatchFormatError, WaitTimeout
-from asyncrl.sandbox.errors import USER_ERRORS as SANDBOX_ERRORS
-from asyncrl.toploc.errors import USER_ERRORS as TOPLOC_ERRORS
-from asyncrl.trainer.checkpoint import CheckpointError
-from asyncrl.trainer.losses import LossImportError
-from asyncrl.trainer.sft_data import SFTDataError
+from asyncrl.errors import UserError
 
 DEFAULT_JOB = Path(__file__).resolve().parents[2] / "configs" / "reverse_text.toml"
-
-# Errors whose message tells the user what to do: printed as one line, no traceback.
-USER_ERRORS = (
-    ModelLoadError,
-    CheckpointError,
-    LossImportError,
-    BatchFormatError,
-    WaitTimeout,
-    SFTDataError,
-    EnvironmentNotFoundError,
-    EnvironmentArgsError,
-    ModelUnavailableError,
-    ModelRequestError,
-    ServerStartError,
-    VLLMProcessError,
-    ScaffoldError,
-    AllServersDownError,
-    NoTasksLeftError,
-    VerificationError,
-    ChildFailedError,
-    *SANDBOX_ERRORS,
-    *TOPLOC_ERRORS,
-)
 
 
 def _inference(config: InferenceServerConfig) -> None:
@@ -209,7 +171,7 @@ def _guarded(command: str, work: Callable[[], int | None]) -> int:
     """Run a command; errors that tell the user what to do are one line, not a traceback."""
     try:
         return work() or 0
-    except USER_ERRORS as e:
+    except UserError as e:
         print(f"asyncrl {command}: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -23,6 +23,8 @@ from transformers import (
 )
 from transformers.utils import logging as hf_logging
 
+from asyncrl.errors import UserError
+
 # Loading a small model is instant; transformers' per-load progress bars only clutter process logs.
 hf_logging.disable_progress_bar()
 
@@ -74,7 +76,7 @@ CHAT_TEMPLATE = r"""
 """.strip()
 
 
-class ModelLoadError(Exception):
+class ModelLoadError(UserError):
     """A model or tokenizer could not be loaded; the message says what to do about it."""
 
 

@@ -23,6 +23,8 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
+from asyncrl.errors import UserError
+
 log = logging.getLogger("asyncrl.run_dir")
 
 BATCH_FORMAT = "asyncrl.batch"
@@ -33,11 +35,11 @@ STABLE = "STABLE"
 HEARTBEAT_S = 30.0
 
 
-class BatchFormatError(Exception):
+class BatchFormatError(UserError):
     """A batch file is not an asyncrl batch of a version this trainer reads."""
 
 
-class WaitTimeout(Exception):
+class WaitTimeout(UserError):
     """Something another process should have written did not appear in time."""
 
 

@@ -7,8 +7,8 @@ import logging
 import sys
 
 from asyncrl.broadcast.config import BroadcastFetchConfig, BroadcastServeConfig
-from asyncrl.broadcast.errors import USER_ERRORS
 from asyncrl.config_loader import load_subcommand
+from asyncrl.errors import UserError
 
 USAGE = (
     "usage: asyncrl broadcast serve --weights-dir RUN/weights [--port P] [--token T] [--key VALUE ...]\n"
@@ -36,7 +36,7 @@ def main(argv: list[str]) -> int:
             serve(config)
             return 0
         return fetch(config)
-    except USER_ERRORS as e:
+    except UserError as e:
         print(f"asyncrl broadcast {command}: {e}", file=sys.stderr)
         return 1
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from asyncrl.errors import UserError
 
-class BroadcastError(Exception):
+
+class BroadcastError(UserError):
     """Base of the broadcast errors. `http_status` is what the inference server answers when a fetch for
     `/update_weights {"source": ...}` fails this way (a 4xx: the caller's sources, not the server, failed)."""
 
@@ -42,7 +44,3 @@ class OutputExistsError(BroadcastError):
 
 class PublishError(BroadcastError):
     """The origin cannot publish a weights dir (unreadable, or a file vanished mid-publish)."""
-
-
-USER_ERRORS = (BroadcastError,)
-"""The errors whose message tells the user what to do (printed as one line by the CLI)."""

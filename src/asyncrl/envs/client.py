@@ -15,14 +15,16 @@ from typing import Any
 
 import aiohttp
 
+from asyncrl.errors import UserError
+
 log = logging.getLogger("asyncrl.envs")
 
 
-class ModelUnavailableError(Exception):
+class ModelUnavailableError(UserError):
     """The model server could not be reached, or kept failing, after every retry."""
 
 
-class ModelRequestError(Exception):
+class ModelRequestError(UserError):
     """The model server refused a request (4xx); retrying would not help."""
 
 

@@ -9,6 +9,7 @@ from importlib.metadata import entry_points
 from typing import Any
 
 from asyncrl.envs.environment import Environment
+from asyncrl.errors import UserError
 
 ENTRY_POINT_GROUP = "asyncrl.environments"
 BUILT_IN = {
@@ -19,11 +20,11 @@ BUILT_IN = {
 }
 
 
-class EnvironmentNotFoundError(Exception):
+class EnvironmentNotFoundError(UserError):
     """No environment of that name; the message lists the ones that exist."""
 
 
-class EnvironmentArgsError(Exception):
+class EnvironmentArgsError(UserError):
     """The arguments do not fit the environment's `load_environment`."""
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from asyncrl.errors import UserError
+
 PYPROJECT = """[build-system]
 requires = ["setuptools>=64"]
 build-backend = "setuptools.build_meta"
@@ -77,7 +79,7 @@ An asyncrl environment. Install it next to asyncrl and it shows up in `asyncrl e
 """
 
 
-class ScaffoldError(Exception):
+class ScaffoldError(UserError):
     """The name is not usable or the target directory already exists."""
 
 

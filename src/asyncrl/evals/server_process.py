@@ -12,9 +12,10 @@ import httpx
 
 from asyncrl.config import InferenceConfig, InferenceServerConfig, ModelConfig
 from asyncrl.config_loader import to_toml
+from asyncrl.errors import UserError
 
 
-class ServerStartError(Exception):
+class ServerStartError(UserError):
     """The inference server exited or never became healthy; the message holds its log's tail."""
 
 

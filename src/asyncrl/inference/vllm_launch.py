@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from asyncrl.config import InferenceServerConfig, VLLMConfig
+from asyncrl.errors import UserError
 
 CHECKOUT_VENV = Path(__file__).resolve().parents[3] / ".venv-vllm"
 """Where `make vllm` installs vLLM's CPU build, beside the checkout's .venv."""
@@ -32,7 +33,7 @@ MAX_TOP_LOGPROBS = 20
 """The most alternatives a request may ask for (protocol.py); vLLM is asked for one more, see vllm_wire."""
 
 
-class VLLMProcessError(Exception):
+class VLLMProcessError(UserError):
     """vLLM is not installed, could not start, or stopped while serving; the message holds vLLM's own
     output and what to do."""
 

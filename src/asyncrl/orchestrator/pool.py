@@ -10,12 +10,13 @@ from typing import TypeVar
 
 from asyncrl.config import ClientConfig
 from asyncrl.envs.client import ModelClient, ModelUnavailableError
+from asyncrl.errors import UserError
 
 log = logging.getLogger("asyncrl.orchestrator")
 T = TypeVar("T")
 
 
-class AllServersDownError(Exception):
+class AllServersDownError(UserError):
     """No inference server is left alive."""
 
 

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import random
 
+from asyncrl.errors import UserError
 
-class NoTasksLeftError(Exception):
+
+class NoTasksLeftError(UserError):
     """The difficulty filter retired every task of the environment."""
 
 

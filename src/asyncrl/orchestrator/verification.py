@@ -19,6 +19,7 @@ import torch
 
 from asyncrl.config import SamplingConfig, ToplocConfig, VerifyConfig
 from asyncrl.envs.client import ChatTurn
+from asyncrl.errors import UserError
 from asyncrl.orchestrator.groups import Group
 from asyncrl.run_dir import STABLE
 from asyncrl.toploc.rollouts import Rollout
@@ -29,7 +30,7 @@ MODELS_KEPT = 2
 """Reference models held at once: a batch mixes at most a few adjacent policies."""
 
 
-class VerificationError(Exception):
+class VerificationError(UserError):
     """No rollout of a batch came from the claimed weights: the inference servers cannot be trusted."""
 
 

@@ -2,43 +2,33 @@
 
 from __future__ import annotations
 
+from asyncrl.errors import UserError
 
-class SandboxUnavailableError(Exception):
+
+class SandboxUnavailableError(UserError):
     """No sandbox can be made on this machine (bubblewrap missing, no namespaces, not root, ...).
     Code is never run unsandboxed instead."""
 
 
-class SandboxBusyError(Exception):
+class SandboxBusyError(UserError):
     """Every sandbox is busy and the queue is full; retry later (HTTP 429)."""
 
 
-class SandboxRequestError(ValueError):
+class SandboxRequestError(UserError, ValueError):
     """An execution request is malformed or asks for more than the service allows (HTTP 400)."""
 
 
-class SandboxCrashedError(Exception):
+class SandboxCrashedError(UserError):
     """A sandbox died or stopped answering during an execution; it has been replaced."""
 
 
-class SandboxServiceError(Exception):
+class SandboxServiceError(UserError):
     """The sandbox service could not be reached or failed to answer."""
 
 
-class SandboxAuthError(Exception):
+class SandboxAuthError(UserError):
     """The sandbox service refused the bearer token, or none was given."""
 
 
-class TokenRequiredError(Exception):
+class TokenRequiredError(UserError):
     """The service would listen on a non-loopback address without a bearer token."""
-
-
-USER_ERRORS = (
-    SandboxUnavailableError,
-    SandboxBusyError,
-    SandboxRequestError,
-    SandboxCrashedError,
-    SandboxServiceError,
-    SandboxAuthError,
-    TokenRequiredError,
-)
-"""The errors whose message tells the user what to do."""

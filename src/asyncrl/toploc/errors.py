@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from asyncrl.errors import UserError
+
 
 class ProofFormatError(ValueError):
     """A proof is not base64 of a 2-byte modulus plus 2-byte coefficients; its chunk fails verification."""
@@ -11,9 +13,5 @@ class ProofBuildError(ValueError):
     """A chunk's top-k cannot be encoded (no modulus keeps its indices distinct)."""
 
 
-class RolloutsFileError(Exception):
+class RolloutsFileError(UserError):
     """A rollouts file is missing or has malformed lines; the message lists each bad line by number."""
-
-
-USER_ERRORS = (RolloutsFileError,)
-"""The errors whose message tells the user what to do."""

@@ -16,6 +16,7 @@ from safetensors.torch import load_file, save_file
 from torch.distributed.checkpoint.api import CheckpointException
 from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
 
+from asyncrl.errors import UserError
 from asyncrl.run_dir import latest_step_dir, step_dir
 from asyncrl.trainer.distributed import Ranks, barrier
 
@@ -24,7 +25,7 @@ DCP_METADATA = ".metadata"
 FORMAT_VERSION = 1
 
 
-class CheckpointError(Exception):
+class CheckpointError(UserError):
     """A checkpoint to resume from is missing or unreadable."""
 
 

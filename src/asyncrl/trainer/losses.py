@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import torch
 
 from asyncrl.config import LossConfig
+from asyncrl.errors import UserError
 
 
 @dataclass
@@ -129,7 +130,7 @@ def sft(batch: LossInputs, config: LossConfig) -> LossOutput:
 BUILT_IN: dict[str, LossFn] = {"masked_is": masked_is, "dppo_kl": dppo_kl, "grpo_clip": grpo_clip, "sft": sft}
 
 
-class LossImportError(Exception):
+class LossImportError(UserError):
     """`trainer.loss.import_path` does not name an importable function."""
 
 

@@ -10,10 +10,11 @@ from typing import Any
 
 from transformers import PreTrainedTokenizerBase
 
+from asyncrl.errors import UserError
 from asyncrl.run_dir import Sample
 
 
-class SFTDataError(Exception):
+class SFTDataError(UserError):
     """The SFT data file is missing or a line of it is malformed; the message names the line."""
 
 

@@ -122,9 +122,8 @@ def node_stats(url: str, token: str | None = None) -> dict[str, Any]:
 class NodeProcess:
     """`asyncrl broadcast serve ARGS --port 0` in a subprocess; `url` is read from its log."""
 
-    def __init__(self, args: list[str], log_path: Path, module: str = "asyncrl.broadcast") -> None:
-        prefix = ["broadcast"] if module == "asyncrl.cli" else []
-        self.command = [sys.executable, "-m", module, *prefix, "serve", "--port", "0", *args]
+    def __init__(self, args: list[str], log_path: Path) -> None:
+        self.command = [sys.executable, "-m", "asyncrl.cli", "broadcast", "serve", "--port", "0", *args]
         self.log_path = log_path
 
     def __enter__(self) -> NodeProcess:

@@ -50,8 +50,8 @@ def _relay(upstream: str, tmp_path: Path, name: str, *extra: str) -> NodeProcess
 
 
 def _fetch_command(sources: list[str], out: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "asyncrl.broadcast", "fetch", *sources, "--version", "1", "--out", str(out),
-            "--json", "--progress", "false", "--fetch.timeout-s", "10", *extra]  # fmt: skip
+    return [sys.executable, "-m", "asyncrl.cli", "broadcast", "fetch", *sources, "--version", "1", "--out",
+            str(out), "--json", "--progress", "false", "--fetch.timeout-s", "10", *extra]  # fmt: skip
 
 
 def _fetch(sources: list[str], out: Path, *extra: str) -> dict:

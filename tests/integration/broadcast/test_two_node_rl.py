@@ -24,10 +24,13 @@ def test_rl_runs_with_weights_reaching_the_inference_node_only_through_origin_an
         port=0, num_threads=1, broadcast=InferenceBroadcastConfig(dir=node_b / "weights", keep=STEPS)
     )
     origin_args = ["--weights-dir", str(run_a / "weights"), "--shard-mb", "0.5"]
+
+    def relay_args(upstream: str) -> list[str]:
+        return ["--upstream", upstream, "--data-dir", str(tmp_path / "relay")]
+
     with (
-        NodeProcess(origin_args, tmp_path / "origin.log", module="asyncrl.cli") as origin,
-        NodeProcess(["--upstream", origin.url, "--data-dir", str(tmp_path / "relay")], tmp_path / "relay.log",
-                    module="asyncrl.cli") as relay,
+        NodeProcess(origin_args, tmp_path / "origin.log") as origin,
+        NodeProcess(relay_args(origin.url), tmp_path / "relay.log") as relay,
         InferenceServerProcess(ModelConfig(path="tiny"), inference, 0, node_b / "server.log") as server,
     ):  # fmt: skip
         # The same three-process run as tests/integration/orchestrator, with broadcast sources.
