@@ -21,8 +21,8 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from asyncrl.config import SandboxConfig
 from asyncrl.sandbox import IOCase, Result, SandboxPool
+from asyncrl.sandbox.config import SandboxConfig
 from asyncrl.sandbox.isolation import HOST_ENV, bwrap_command, seccomp_fd
 from asyncrl.sandbox.tests_runner import cases_report
 

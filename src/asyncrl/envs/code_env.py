@@ -7,12 +7,12 @@ import asyncio
 import re
 from typing import Any
 
-from asyncrl.config import SandboxConfig
 from asyncrl.envs.code_problems import PROBLEMS
 from asyncrl.envs.environment import SingleTurnEnv
 from asyncrl.envs.parsers import Completion, Parser, last_assistant_text
 from asyncrl.envs.rubric import Rubric
 from asyncrl.sandbox import SandboxAPI, SandboxClient, SandboxPool
+from asyncrl.sandbox.config import SandboxConfig
 
 SYSTEM_PROMPT = (
     "Write a complete Python 3 program that reads its input from standard input and prints the answer to "

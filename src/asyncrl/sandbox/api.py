@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from asyncrl.config import SandboxLimits
+from asyncrl.sandbox.config import SandboxLimits
 from asyncrl.sandbox.errors import SandboxRequestError
 from asyncrl.sandbox.protocol import ExecuteRequest, RunTestsRequest
 from asyncrl.sandbox.result import CasesReport, IOCase, Result

@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 import sys
 
-from asyncrl.config import SandboxExecConfig, SandboxServeConfig
 from asyncrl.config_loader import load_subcommand
 from asyncrl.sandbox.client import SandboxClient
+from asyncrl.sandbox.config import SandboxExecConfig, SandboxServeConfig
 from asyncrl.sandbox.pool import SandboxPool
 from asyncrl.sandbox.result import Result
 

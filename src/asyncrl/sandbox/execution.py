@@ -8,7 +8,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from asyncrl.config import SandboxConfig, SandboxLimits
+from asyncrl.sandbox.config import SandboxConfig, SandboxLimits
 from asyncrl.sandbox.errors import SandboxRequestError
 from asyncrl.sandbox.protocol import ExecuteRequest
 

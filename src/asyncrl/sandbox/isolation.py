@@ -15,7 +15,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from asyncrl.config import SandboxConfig
+from asyncrl.sandbox.config import SandboxConfig
 from asyncrl.sandbox.errors import SandboxUnavailableError
 from asyncrl.sandbox.seccomp import filter_program
 

@@ -8,8 +8,8 @@ import logging
 from collections import deque
 from typing import Any
 
-from asyncrl.config import SandboxConfig
 from asyncrl.sandbox.api import SandboxAPI
+from asyncrl.sandbox.config import SandboxConfig
 from asyncrl.sandbox.errors import SandboxBusyError, SandboxUnavailableError
 from asyncrl.sandbox.execution import worker_request
 from asyncrl.sandbox.isolation import check_available

@@ -15,7 +15,7 @@ from fastapi import Depends, FastAPI, Header, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from asyncrl.config import SandboxServeConfig
+from asyncrl.sandbox.config import SandboxServeConfig
 from asyncrl.sandbox.errors import (
     SandboxAuthError,
     SandboxBusyError,

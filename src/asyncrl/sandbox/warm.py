@@ -9,7 +9,7 @@ import os
 import struct
 from typing import Any
 
-from asyncrl.config import SandboxConfig
+from asyncrl.sandbox.config import SandboxConfig
 from asyncrl.sandbox.errors import SandboxCrashedError, SandboxUnavailableError
 from asyncrl.sandbox.isolation import HOST_ENV, sandbox_uid, seccomp_fd, worker_command
 

@@ -7,9 +7,9 @@ import asyncio
 
 import pytest
 
-from asyncrl.config import SandboxConfig
 from asyncrl.envs.code_problems import PROBLEMS
 from asyncrl.envs.registry import load_environment
+from asyncrl.sandbox.config import SandboxConfig
 from tests.integration.sandbox.service import ServiceThread
 
 

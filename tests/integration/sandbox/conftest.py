@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from asyncrl.config import SandboxConfig, SandboxLimits
+from asyncrl.sandbox.config import SandboxConfig, SandboxLimits
 from tests.integration.sandbox.service import ServiceThread
 
 SECRET = "hunter2-do-not-leak"

@@ -9,8 +9,8 @@ from typing import Any
 
 import uvicorn
 
-from asyncrl.config import SandboxConfig
 from asyncrl.sandbox import SandboxClient, SandboxPool
+from asyncrl.sandbox.config import SandboxConfig
 from asyncrl.sandbox.server import create_app
 
 

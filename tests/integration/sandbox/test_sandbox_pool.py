@@ -10,8 +10,8 @@ import time
 
 import pytest
 
-from asyncrl.config import SandboxConfig
 from asyncrl.sandbox import SandboxCrashedError, SandboxPool
+from asyncrl.sandbox.config import SandboxConfig
 
 
 def _bwrap_pids(pool: SandboxPool) -> list[int]:

@@ -8,7 +8,6 @@ import time
 import httpx
 import pytest
 
-from asyncrl.config import SandboxConfig, SandboxServeConfig
 from asyncrl.sandbox import (
     SandboxAuthError,
     SandboxBusyError,
@@ -16,6 +15,7 @@ from asyncrl.sandbox import (
     SandboxRequestError,
     TokenRequiredError,
 )
+from asyncrl.sandbox.config import SandboxConfig, SandboxServeConfig
 from asyncrl.sandbox.server import serve
 from tests.integration.sandbox.service import ServiceThread
 

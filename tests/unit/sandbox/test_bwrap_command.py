@@ -6,8 +6,8 @@ import os
 
 import pytest
 
-from asyncrl.config import SandboxConfig
 from asyncrl.sandbox import SandboxUnavailableError, isolation
+from asyncrl.sandbox.config import SandboxConfig
 from asyncrl.sandbox.isolation import HOST_ENV, bwrap_command, check_available, worker_command
 
 

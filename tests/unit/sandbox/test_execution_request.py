@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from asyncrl.config import SandboxConfig, SandboxLimits
 from asyncrl.sandbox import SandboxRequestError
+from asyncrl.sandbox.config import SandboxConfig, SandboxLimits
 from asyncrl.sandbox.execution import worker_request
 from asyncrl.sandbox.protocol import ExecuteRequest, RunTestsRequest
 

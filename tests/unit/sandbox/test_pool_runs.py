@@ -6,8 +6,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from asyncrl.config import SandboxConfig
 from asyncrl.sandbox import SandboxPool
+from asyncrl.sandbox.config import SandboxConfig
 
 
 class FakeSandbox:
