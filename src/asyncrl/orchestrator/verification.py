@@ -96,6 +96,8 @@ class RolloutVerifier:
         torch.set_num_threads(1)  # the orchestrator shares the CPU with inference and the trainer
         self.rng = random.Random(seed)
         self._models: dict[int, ReferenceModel] = {}
+        self._missing: set[int] = set()
+        """Versions whose weights were gone (deleted by the trainer's keep limit): they do not return."""
 
     def filter(self, groups: list[Group]) -> tuple[list[Group], VerifyFigures]:
         """The groups none of whose checked rollouts failed, and what the checks found."""
@@ -136,11 +138,12 @@ class RolloutVerifier:
 
     def _reference(self, version: int) -> ReferenceModel | None:
         """The weights of `version`, loaded once; None when they are not on disk (any more)."""
-        if version in self._models:
-            return self._models[version]
+        if version in self._models or version in self._missing:
+            return self._models.get(version)
         path = self.base_model if version == 0 else str(self.run_dir / "weights" / f"step_{version}")
         if version and not (Path(path) / STABLE).exists():
             log.warning("cannot verify rollouts of policy %d: %s is missing", version, path)
+            self._missing.add(version)
             return None
         if len(self._models) >= MODELS_KEPT:
             del self._models[min(self._models)]

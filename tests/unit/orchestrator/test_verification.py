@@ -23,9 +23,12 @@ def test_a_turn_generated_across_a_weight_update_has_no_single_policy():
     assert single_policy(_group([2, 3, 3]).rollouts[0].turns[0]) is None
 
 
-def test_unverifiable_turns_are_skipped_and_their_groups_kept(tmp_path: Path):
+def test_unverifiable_turns_are_skipped_and_their_groups_kept(tmp_path: Path, caplog):
     verifier = RolloutVerifier(tmp_path, "tiny", VerifyConfig(fraction=1.0), SamplingConfig(), seed=0)
     mixed, missing_weights = _group([0, 1]), _group([5, 5])  # no weights/step_5 in this run dir
-    kept, figures = verifier.filter([mixed, missing_weights])
-    assert kept == [mixed, missing_weights]
-    assert (figures.checked, figures.failed, figures.skipped, figures.dropped_groups) == (0, 0, 2, 0)
+    kept, figures = verifier.filter([mixed, missing_weights, _group([5, 5])])
+    assert kept[:2] == [mixed, missing_weights]
+    assert (figures.checked, figures.failed, figures.skipped, figures.dropped_groups) == (0, 0, 3, 0)
+    verifier.filter([_group([5, 5])])
+    missing = [r for r in caplog.records if "cannot verify rollouts of policy 5" in r.getMessage()]
+    assert len(missing) == 1, "a missing version is reported once, not per turn"
