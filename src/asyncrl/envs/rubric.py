@@ -36,7 +36,7 @@ class Score:
 class Rubric:
     def __init__(
         self, funcs: list[RewardFn], weights: list[float] | None = None, parser: Parser | None = None
-    ):
+    ) -> None:
         weights = [1.0] * len(funcs) if weights is None else weights
         if len(weights) != len(funcs):
             raise RubricError(f"{len(funcs)} reward functions but {len(weights)} weights")

@@ -51,7 +51,7 @@ class Served:
         name: str,
         eos: tuple[int, ...],
         toploc: bool = False,
-    ):
+    ) -> None:
         self.backend = backend
         self.toploc = toploc
         """Prove every generation, whether or not the request asks."""

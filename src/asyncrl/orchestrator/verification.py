@@ -90,7 +90,7 @@ class RolloutVerifier:
 
     def __init__(
         self, run_dir: Path, base_model: str, config: VerifyConfig, sampling: SamplingConfig, seed: int
-    ):
+    ) -> None:
         self.run_dir, self.base_model, self.config, self.sampling = run_dir, base_model, config, sampling
         self.toploc = ToplocConfig()
         torch.set_num_threads(1)  # the orchestrator shares the CPU with inference and the trainer
