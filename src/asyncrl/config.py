@@ -8,14 +8,24 @@ pydantic field is the one source of defaults.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import ConfigDict, Field, model_validator
+from pydantic import AfterValidator, ConfigDict, Field, model_validator
 
 from asyncrl.broadcast.config import InferenceBroadcastConfig, WeightSourcesConfig
 
 # ConfigError, format_help and load_config are re-exported: `asyncrl.config` is the public config API.
 from asyncrl.config_loader import BaseConfig, ConfigError, format_help, load_config  # noqa: F401
+
+
+def _not_a_file(path: Path) -> Path:
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"{path} is a file; give a directory (an existing one, or one to create)")
+    return path
+
+
+OutputDir = Annotated[Path, AfterValidator(_not_a_file)]
+"""A run's or an eval's output directory."""
 
 
 class ModelConfig(BaseConfig):
@@ -290,8 +300,8 @@ class EnvSpec(BaseConfig):
 
 
 class ClientConfig(BaseConfig):
-    base_urls: list[str] = ["http://127.0.0.1:8000"]
-    """Inference servers; each rollout goes to the least loaded live one."""
+    base_urls: list[str] = Field(["http://127.0.0.1:8000"], min_length=1)
+    """Inference servers (at least one); each rollout goes to the least loaded live one."""
 
     timeout_s: float = Field(600.0, gt=0)
     """Give up on one model request after this long."""
@@ -392,7 +402,7 @@ class OrchestratorConfig(BaseConfig):
 class TrainerProcessConfig(BaseConfig):
     """`asyncrl trainer`: the RL trainer alone (under torchrun for several ranks)."""
 
-    output_dir: Path = Path("runs/default")
+    output_dir: OutputDir = Path("runs/default")
     """Run directory: rollouts are read from it, weights, checkpoints and metrics written to it."""
 
     max_steps: int = Field(30, ge=1)
@@ -414,7 +424,7 @@ class TrainerProcessConfig(BaseConfig):
 class OrchestratorProcessConfig(BaseConfig):
     """`asyncrl orchestrator`: rollouts from the inference servers into batches for the trainer."""
 
-    output_dir: Path = Path("runs/default")
+    output_dir: OutputDir = Path("runs/default")
     """Run directory shared with the trainer: rollouts/ are written, weights/ watched."""
 
     max_steps: int = Field(30, ge=1)
@@ -433,7 +443,7 @@ class OrchestratorProcessConfig(BaseConfig):
 class SFTProcessConfig(BaseConfig):
     """`asyncrl sft`: supervised fine-tuning (loss on completion/assistant tokens only)."""
 
-    output_dir: Path = Path("runs/sft")
+    output_dir: OutputDir = Path("runs/sft")
     """Run directory: weights/step_<N>/ (HF layout, loadable by `--model.path`), checkpoints, metrics."""
 
     seed: int = 0
@@ -483,7 +493,7 @@ class EvalConfig(BaseConfig):
     pass_threshold: float = 1.0
     """A rollout counts as passing for pass@k when its reward is at least this."""
 
-    output_dir: Path | None = None
+    output_dir: OutputDir | None = None
     """Where results.jsonl and summary.json go (default: runs/eval/<env>-<time>)."""
 
     seed: int = 0
@@ -502,7 +512,7 @@ class EvalConfig(BaseConfig):
 class RLConfig(BaseConfig):
     """`asyncrl rl`: inference, orchestrator and trainer together on this machine."""
 
-    output_dir: Path = Path("runs/default")
+    output_dir: OutputDir = Path("runs/default")
     """Run directory (config.toml, metrics.jsonl, report.png, rollouts/, weights/, logs/, ...)."""
 
     max_steps: int = Field(30, ge=1)

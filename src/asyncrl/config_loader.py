@@ -166,18 +166,24 @@ def _accepts_plain_string(annotation: Any) -> bool:
 
 
 def _describe(cls: type[BaseConfig], error: ValidationError) -> str:
-    first = error.errors()[0]
-    loc = [str(part) for part in first["loc"]]
+    """Every problem of a config, one clause each."""
+    return "; ".join(_describe_one(cls, details) for details in error.errors())
+
+
+def _describe_one(cls: type[BaseConfig], details: Any) -> str:
+    loc = [str(part) for part in details["loc"]]
     dotted = ".".join(loc)
-    if first["type"] == "extra_forbidden":
+    if details["type"] == "extra_forbidden":
         parent: Any = cls
         for key in loc[:-1]:
             parent = _unwrap(parent.model_fields[key].annotation) if _is_config(parent) else parent
         if _is_config(parent):
             return _unknown_key_message(parent, loc[:-1], loc[-1])
-    got = first.get("input")
-    more = f" (and {error.error_count() - 1} more)" if error.error_count() > 1 else ""
-    return f"{dotted}: {first['msg']}, got {got!r}{more}"
+    if details["type"] == "value_error":
+        # One of asyncrl's own validators: its message names the value; the input may be a whole section.
+        message = details["msg"].removeprefix("Value error, ")
+        return f"{dotted}: {message}" if dotted else message
+    return f"{dotted}: {details['msg']}, got {details.get('input')!r}"
 
 
 # ---------------------------------------------------------------------------------------------------------

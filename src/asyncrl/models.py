@@ -10,6 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers
 from transformers import (
     AutoModelForCausalLM,
@@ -132,6 +133,11 @@ def load_model(path: str, dtype: torch.dtype = torch.float32, device: str = "cpu
         model, info = AutoModelForCausalLM.from_pretrained(
             model_dir, dtype=dtype, attn_implementation="sdpa", output_loading_info=True
         )
+    except SafetensorError as e:
+        raise ModelLoadError(
+            f"the weights in '{model_dir}' are unreadable ({_first_line(e)}): a truncated or corrupt "
+            "*.safetensors file; copy or publish the model dir again"
+        ) from e
     except (OSError, ValueError, KeyError, TypeError, ImportError, RuntimeError) as e:
         raise ModelLoadError(
             f"could not load a causal LM from '{model_dir}': {_first_line(e)}; {hint}"

@@ -240,3 +240,12 @@ def test_load_model_rejects_weights_missing_from_the_checkpoint(built, tmp_path)
     (deeper / "config.json").write_text(json.dumps(config))
     with pytest.raises(ModelLoadError, match=r"lack \d+ tensors \(model\.layers\.4\."):
         load_model(str(deeper))
+
+
+def test_load_model_on_truncated_weights_says_the_file_is_corrupt(built, tmp_path):
+    truncated = shutil.copytree(built, tmp_path / "truncated")
+    weights = truncated / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])
+    with pytest.raises(ModelLoadError, match="truncated or corrupt") as info:
+        load_model(str(truncated))
+    assert str(truncated) in str(info.value)

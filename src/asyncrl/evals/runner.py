@@ -16,7 +16,12 @@ from asyncrl.config import EvalConfig
 from asyncrl.envs.client import ModelClient
 from asyncrl.envs.environment import Environment, Rollout
 from asyncrl.envs.registry import load_environment
+from asyncrl.errors import UserError
 from asyncrl.evals.server_process import InferenceServerProcess
+
+
+class EvalOutputExistsError(UserError):
+    """The output dir holds an earlier eval's results, which a new eval would replace."""
 
 
 def pass_at_k(n: int, c: int, k: int) -> float:
@@ -114,9 +119,14 @@ def run_eval(config: EvalConfig) -> Path:
     """Evaluate and write results.jsonl and summary.json; returns the output dir."""
     env = load_environment(config.env, **config.env_args)
     out = config.output_dir or Path("runs") / "eval" / f"{config.env}-{time.strftime('%Y%m%d-%H%M%S')}"
+    earlier = [name for name in ("results.jsonl", "summary.json") if (out / name).exists()]
+    if earlier:
+        raise EvalOutputExistsError(
+            f"{out} holds an earlier eval's {' and '.join(earlier)}: pass another --output-dir, or delete "
+            "them to evaluate again"
+        )
     out.mkdir(parents=True, exist_ok=True)
     results = out / "results.jsonl"
-    results.unlink(missing_ok=True)
     if config.base_url:
         records = asyncio.run(_evaluate(env, config, config.base_url.removesuffix("/v1"), results))
     else:

@@ -351,7 +351,9 @@ def serve(config: InferenceServerConfig) -> None:
         name = config.inference.served_model_name or config.model.path
         app = create_app(backend, tokenizer, name, eos_token_ids(model_dir, tokenizer), config.inference)
         server = uvicorn.Server(
-            uvicorn.Config(app, host=config.inference.host, port=config.inference.port, log_level="warning")
+            # uvicorn's own INFO lines say where it listens (the port, when 0 picked one); one line per
+            # request would bury the rest.
+            uvicorn.Config(app, host=config.inference.host, port=config.inference.port, access_log=False)
         )
         if config.inference.backend == "vllm":
             # A server whose vLLM died stops (and says why) rather than answer 503 forever.

@@ -29,6 +29,8 @@ def read_batch(run_dir: Path, step: int, timeout_s: float) -> tuple[list[Sample]
 
 
 def train(config: TrainerProcessConfig) -> None:
+    # INFO: what the trainer waits for ("still waiting for the step N batch"), or it looks hung.
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     ranks = init_distributed()
     cfg, run_dir = config.trainer, config.output_dir
     if cfg.num_threads:

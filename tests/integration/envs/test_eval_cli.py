@@ -81,3 +81,13 @@ def test_a_server_that_dies_mid_run_keeps_the_finished_rollouts(start_server, tm
     kept = results.read_text().splitlines()
     assert 3 <= len(kept) < 400
     assert all(json.loads(line)["reward"] >= 0 for line in kept)
+
+
+def test_an_earlier_evals_results_are_never_overwritten(tmp_path):
+    (tmp_path / "results.jsonl").write_text('{"reward": 1.0}\n')
+    result = _eval(
+        "reverse-text", "--base-url", f"http://127.0.0.1:{free_port()}/v1", "--output-dir", str(tmp_path)
+    )
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "earlier eval's results.jsonl" in result.stderr
+    assert (tmp_path / "results.jsonl").read_text() == '{"reward": 1.0}\n'
