@@ -33,8 +33,9 @@ class StreamOptions(BaseModel):
 
 
 class _Request(BaseModel):
-    # Unknown OpenAI fields (user, frequency_penalty, ...) are accepted and ignored, as vLLM does.
-    model_config = ConfigDict(extra="allow")
+    # Unknown OpenAI fields (user, frequency_penalty, ...) are accepted and ignored, as vLLM does. JSON has
+    # no infinity, but Python's parser takes `Infinity`: not a sampling setting.
+    model_config = ConfigDict(extra="allow", allow_inf_nan=False)
 
     model: str | None = None
     n: int = Field(1, ge=1, le=128)
@@ -96,7 +97,7 @@ class UpdateWeightsRequest(BaseModel):
     """An HF weights dir of the served model's shape."""
     source: list[str] | None = Field(None, min_length=1)
     """Or shardcast origins/relays (URLs) to fetch `version` from first (asyncrl.broadcast)."""
-    version: int = Field(ge=0)
+    version: int = Field(ge=0, lt=2**63)
     """The policy version these weights are (the trainer step that produced them)."""
 
     @model_validator(mode="before")

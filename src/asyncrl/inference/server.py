@@ -177,9 +177,17 @@ def create_app(
     @app.exception_handler(RequestValidationError)
     async def validation_error(_: Request, e: RequestValidationError) -> JSONResponse:
         first = e.errors()[0]
-        loc = [str(p) for p in first["loc"] if p != "body"]
-        param = ".".join(loc) or None
-        message = f"{param}: {first['msg']}" if param else first["msg"]
+        if first["type"] == "json_invalid":
+            detail = first.get("ctx", {}).get("error", "")
+            message = f"the request body is not valid JSON ({detail}); send a JSON object"
+            return JSONResponse(APIError(400, message).body(), status_code=400)
+        param = ".".join(str(p) for p in first["loc"] if p != "body") or None
+        if first["type"] == "value_error":  # one of asyncrl's validators, whose message says it all
+            message = first["msg"].removeprefix("Value error, ")
+        elif param is None:  # the body as a whole: empty, or not an object
+            message = "the request body must be a JSON object (Content-Type: application/json)"
+        else:
+            message = f"{param}: {first['msg']}"
         return JSONResponse(APIError(400, message, param).body(), status_code=400)
 
     @app.exception_handler(StarletteHTTPException)

@@ -12,6 +12,8 @@ import openai
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+JSON = {"content-type": "application/json"}
+
 
 @pytest.fixture(scope="module")
 def client(server) -> openai.OpenAI:
@@ -126,6 +128,7 @@ def test_models_health_and_metrics(server, client):
         ({"model": "tiny", "prompt": "a", "max_tokens": 10**9}, "max_tokens"),
         ({"model": "tiny", "prompt": "a", "n": 0}, "n"),
         ({"model": "tiny", "prompt": "a", "temperature": -0.5}, "temperature"),
+        ({"model": "tiny", "prompt": "a", "temperature": float("inf")}, "temperature"),  # sent as Infinity
         ({"model": "tiny", "prompt": "a", "top_p": 0}, "top_p"),
         ({"model": "tiny", "prompt": "x" * 5000}, "prompt"),
         ({"model": "tiny", "prompt": [1, 99999]}, "prompt"),
@@ -133,7 +136,9 @@ def test_models_health_and_metrics(server, client):
     ],
 )
 def test_bad_completion_requests_get_400_with_an_openai_error(server, body, param):
-    response = httpx.post(f"{server.url}/v1/completions", json=body, timeout=30)
+    # json.dumps, unlike httpx, writes an infinite float (as Python's own `Infinity`).
+    content = json.dumps(body)
+    response = httpx.post(f"{server.url}/v1/completions", content=content, headers=JSON, timeout=30)
     assert response.status_code == 400
     error = response.json()["error"]
     assert error["type"] == "invalid_request_error"
@@ -141,14 +146,14 @@ def test_bad_completion_requests_get_400_with_an_openai_error(server, body, para
     assert error["message"]
 
 
-def test_malformed_json_gets_400(server):
-    response = httpx.post(
-        f"{server.url}/v1/chat/completions",
-        content=b"{not json",
-        headers={"content-type": "application/json"},
-    )
+@pytest.mark.parametrize(
+    ("content", "says"),
+    [(b"{not json", "not valid JSON"), (b"", "must be a JSON object"), (b"[1, 2]", "must be a JSON object")],
+)
+def test_a_body_that_is_not_a_json_object_gets_400_saying_so(server, content, says):
+    response = httpx.post(f"{server.url}/v1/chat/completions", content=content, headers=JSON)
     assert response.status_code == 400
-    assert "error" in response.json()
+    assert says in response.json()["error"]["message"]
 
 
 def test_unknown_model_gets_404(client):
