@@ -21,7 +21,8 @@ class VerifyCommandConfig(BaseConfig):
     max_tokens, finish_reason (and optionally the request's stop strings, stop)."""
 
     model: ModelConfig = ModelConfig()
-    """The claimed model: `--model DIR` (or `tiny`); model.dtype is the precision of the recomputation."""
+    """The claimed model (required): `--model DIR` (or `tiny`); model.dtype is the precision of the
+    recomputation."""
 
     toploc: ToplocConfig = ToplocConfig()
     """Chunk size and top-k of the proofs, and the thresholds of the checks."""
@@ -38,20 +39,28 @@ def main(argv: list[str]) -> int:
     if "-h" in rest or "--help" in rest:
         print(format_help(VerifyCommandConfig, "toploc verify"))
         return 0
+    # `--model DIR` is short for `--model.path DIR`, which `--model.dtype` can then join.
+    rest = ["--model.path" if arg == "--model" else arg for arg in rest]
+    rest = [f"--model.path={arg[8:]}" if arg.startswith("--model=") else arg for arg in rest]
     try:
         config = load_config(VerifyCommandConfig, rest)
     except ConfigError as e:
         print(f"asyncrl toploc verify: config error: {e}", file=sys.stderr)
         return 2
-    if config.rollouts is None:
-        print(f"asyncrl toploc verify: give the rollouts file with --rollouts FILE\n{USAGE}", file=sys.stderr)
-        return 2
+    model_given = any(arg.startswith(("--model.path", "-c", "--config")) for arg in rest)
+    given = {"rollouts": config.rollouts is not None, "model": model_given}
+    for field, flag in (("rollouts", "the rollouts file with --rollouts FILE"),
+                        ("model", "the claimed model with --model DIR")):  # fmt: skip
+        if not given[field]:
+            print(f"asyncrl toploc verify: give {flag}\n{USAGE}", file=sys.stderr)
+            return 2
     return verify_file(config)
 
 
 def verify_file(config: VerifyCommandConfig) -> int:
     from asyncrl.toploc.rollouts import read_rollouts
 
+    assert config.rollouts is not None  # main() checked
     numbered = read_rollouts(config.rollouts)
     reference = ReferenceModel.load(config.model.path, config.model.dtype)
     verdicts = verify_rollouts(reference, [rollout for _, rollout in numbered], config.toploc)

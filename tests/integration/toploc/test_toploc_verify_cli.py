@@ -24,6 +24,10 @@ def test_all_honest_rollouts_exit_0_with_a_table(tmp_path, rollouts, capsys):
     out = capsys.readouterr().out
     assert out.count("PASS") == 4 and "FAIL" not in out
     assert "4 of 4 rollouts pass" in out
+    # The documented usage: --model DIR with a --model.dtype beside it.
+    assert (
+        main(["toploc", "verify", "--model=tiny", "--model.dtype", "float32", "--rollouts", str(path)]) == 0
+    )
 
 
 def test_one_forged_rollout_exits_1_and_is_named_by_its_line(tmp_path, rollouts, capsys):
@@ -51,6 +55,7 @@ def test_a_malformed_line_exits_1_naming_its_line(tmp_path, rollouts, capsys):
         ["toploc"],
         ["toploc", "check"],
         ["toploc", "verify", "--model", "tiny"],
+        ["toploc", "verify", "--rollouts", "r.jsonl"],  # no model: never a silent default
         ["toploc", "verify", "--nope", "1"],
     ],
 )
