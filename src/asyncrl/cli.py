@@ -64,6 +64,10 @@ def _env(argv: list[str]) -> int:
     from asyncrl.envs.registry import available, describe
     from asyncrl.envs.scaffold import scaffold
 
+    usage = "usage: asyncrl env list | asyncrl env info NAME | asyncrl env init NAME [--path DIR]"
+    if "-h" in argv or "--help" in argv:
+        print(usage)
+        return 0
     if argv[:1] == ["list"]:
         for name, target in sorted(available().items()):
             print(f"{name:<24}{target}")
@@ -76,10 +80,7 @@ def _env(argv: list[str]) -> int:
         root = scaffold(argv[1], Path(argv[3]) if len(argv) == 4 else Path("."))
         print(f"created {root}; install it with: pip install -e {root}")
         return 0
-    print(
-        "usage: asyncrl env list | asyncrl env info NAME | asyncrl env init NAME [--path DIR]",
-        file=sys.stderr,
-    )
+    print(usage, file=sys.stderr)
     return 2
 
 

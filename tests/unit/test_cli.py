@@ -36,3 +36,18 @@ def test_a_user_error_is_one_line_without_a_traceback(tmp_path):
     assert result.returncode == 1, result.stderr
     assert "Traceback" not in result.stderr
     assert result.stderr.startswith("asyncrl toploc: ") and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_env_help_is_usage_not_an_environment_name(capsys):
+    from asyncrl.cli import main
+
+    assert main(["env", "info", "--help"]) == 0
+    assert "usage: asyncrl env list" in capsys.readouterr().out
+
+
+def test_env_init_into_a_file_is_a_one_line_error(tmp_path, capsys):
+    from asyncrl.cli import main
+
+    (tmp_path / "afile").touch()
+    assert main(["env", "init", "myenv", "--path", str(tmp_path / "afile")]) == 1
+    assert "is a file" in capsys.readouterr().err

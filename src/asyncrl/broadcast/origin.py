@@ -31,6 +31,8 @@ class Origin:
     async def run(self) -> None:
         """Publish the newest STABLE step whenever it is newer than the newest version; steps the trainer
         published meanwhile are skipped, as no client wants an older policy than the newest."""
+        if not self.weights_dir.is_dir():  # started before the run: say so, or it looks stuck
+            log.warning("%s does not exist yet: waiting for the trainer to publish into it", self.weights_dir)
         while True:
             found, latest = newest_stable_step(self.weights_dir), self.store.latest()
             if found is not None and (latest is None or found[0] > latest):

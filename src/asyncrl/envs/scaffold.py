@@ -88,6 +88,8 @@ def scaffold(name: str, parent: Path) -> Path:
     if not re.fullmatch(r"[a-z][a-z0-9-]*", name):
         raise ScaffoldError(f"environment names are lower-case letters, digits and dashes, not {name!r}")
     root = Path(parent) / name
+    if Path(parent).exists() and not Path(parent).is_dir():
+        raise ScaffoldError(f"--path {parent} is a file; give the directory to create {name}/ in")
     if root.exists():
         raise ScaffoldError(f"{root} already exists; pick another name or --path")
     module = "asyncrl_env_" + name.replace("-", "_")
