@@ -7,7 +7,9 @@ and receives generated token ids with their logprobs and the policy version of e
 from __future__ import annotations
 
 import abc
+import asyncio
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 from dataclasses import dataclass, field
 
 
@@ -106,3 +108,41 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     def stats(self) -> EngineStats:
         """Figures for /metrics."""
+
+
+async def merged_streams(
+    streams: list[AsyncIterator[SequenceDelta]],
+) -> AsyncIterator[tuple[int, SequenceDelta]]:
+    """Deltas of several generations as they come, each tagged with its stream's index. Closing this
+    iterator closes (and so aborts) all of them."""
+    if len(streams) == 1:
+        async with aclosing(streams[0]) as only:
+            async for delta in only:
+                yield 0, delta
+        return
+    queue: asyncio.Queue = asyncio.Queue()
+
+    async def pump(i: int, stream: AsyncIterator[SequenceDelta]) -> None:
+        try:
+            async with aclosing(stream):
+                async for delta in stream:
+                    queue.put_nowait((i, delta))
+            queue.put_nowait((i, None))
+        except Exception as e:  # noqa: BLE001 - re-raised by the consumer below
+            queue.put_nowait((i, e))
+
+    tasks = [asyncio.create_task(pump(i, s)) for i, s in enumerate(streams)]
+    try:
+        remaining = len(tasks)
+        while remaining:
+            i, item = await queue.get()
+            if item is None:
+                remaining -= 1
+            elif isinstance(item, Exception):
+                raise item
+            else:
+                yield i, item
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)

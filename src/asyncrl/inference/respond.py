@@ -22,6 +22,7 @@ from asyncrl.inference.backend import (
     InvalidRequestError,
     SamplingParams,
     SequenceDelta,
+    merged_streams,
 )
 from asyncrl.inference.protocol import APIError, new_id, now
 from asyncrl.inference.responses import ChoiceShaper, ChoiceState, usage
@@ -29,44 +30,8 @@ from asyncrl.inference.responses import ChoiceShaper, ChoiceState, usage
 log = logging.getLogger("asyncrl.inference")
 
 
-async def _merged(streams: list[AsyncIterator[SequenceDelta]]) -> AsyncIterator[tuple[int, SequenceDelta]]:
-    """Deltas of several prompts' generations as they come, tagged with the prompt's index. Closing this
-    iterator closes (and so aborts) all of them."""
-    if len(streams) == 1:
-        async with aclosing(streams[0]) as only:
-            async for delta in only:
-                yield 0, delta
-        return
-    queue: asyncio.Queue = asyncio.Queue()
-
-    async def pump(i: int, stream: AsyncIterator[SequenceDelta]) -> None:
-        try:
-            async with aclosing(stream):
-                async for delta in stream:
-                    queue.put_nowait((i, delta))
-            queue.put_nowait((i, None))
-        except Exception as e:  # noqa: BLE001 - re-raised by the consumer below
-            queue.put_nowait((i, e))
-
-    tasks = [asyncio.create_task(pump(i, s)) for i, s in enumerate(streams)]
-    try:
-        remaining = len(tasks)
-        while remaining:
-            i, item = await queue.get()
-            if item is None:
-                remaining -= 1
-            elif isinstance(item, Exception):
-                raise item
-            else:
-                yield i, item
-    finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-
-
 async def _collect(streams: list[AsyncIterator[SequenceDelta]], states: list[ChoiceState], n: int) -> None:
-    async with aclosing(_merged(streams)) as deltas:
+    async with aclosing(merged_streams(streams)) as deltas:
         async for i, delta in deltas:
             states[i * n + delta.index].add(delta)
 
@@ -149,7 +114,7 @@ async def _stream_events(
         "model": model_name,
     }
     try:
-        async for i, delta in _merged(streams):
+        async for i, delta in merged_streams(streams):
             state = states[i * n + delta.index]
             state.add(delta)
             choice = shape.chunk(state, prompts[i], backend.policy_version)

@@ -30,6 +30,7 @@ from asyncrl.inference.backend import (
     InvalidRequestError,
     SamplingParams,
     SequenceDelta,
+    merged_streams,
 )
 from asyncrl.inference.vllm_launch import LENGTHS_METHOD, RELOAD_METHOD, VLLMProcessError, build_launch
 from asyncrl.inference.vllm_metrics import VLLMFigures, read_figures
@@ -164,8 +165,8 @@ class VLLMBackend(Backend):
         if n > self.max_choices:
             raise InvalidRequestError(f"n={n} exceeds inference.max_num_seqs={self.max_choices}")
         choices = [self._choice(prompt_token_ids, params, i, stream) for i in range(n)]
-        async with aclosing(_interleaved(choices)) as deltas:
-            async for delta in deltas:
+        async with aclosing(merged_streams(choices)) as deltas:
+            async for _, delta in deltas:
                 yield delta
 
     async def _choice(
@@ -325,38 +326,3 @@ def _error_text(body: Any) -> str:
     if isinstance(error, dict):
         return str(error.get("message", error))
     return str(error or body)
-
-
-async def _interleaved(streams: list[AsyncIterator[SequenceDelta]]) -> AsyncIterator[SequenceDelta]:
-    """The deltas of several choices as they come; closing this closes (so aborts) every one."""
-    if len(streams) == 1:
-        async with aclosing(streams[0]) as only:
-            async for delta in only:
-                yield delta
-        return
-    queue: asyncio.Queue[SequenceDelta | BaseException | None] = asyncio.Queue()
-
-    async def pump(stream: AsyncIterator[SequenceDelta]) -> None:
-        try:
-            async with aclosing(stream):
-                async for delta in stream:
-                    queue.put_nowait(delta)
-            queue.put_nowait(None)
-        except Exception as e:  # noqa: BLE001 - re-raised by the consumer
-            queue.put_nowait(e)
-
-    tasks = [asyncio.create_task(pump(s)) for s in streams]
-    try:
-        remaining = len(tasks)
-        while remaining:
-            item = await queue.get()
-            if item is None:
-                remaining -= 1
-            elif isinstance(item, BaseException):
-                raise item
-            else:
-                yield item
-    finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
