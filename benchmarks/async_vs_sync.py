@@ -17,7 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from asyncrl.evals.server_process import free_port
+from asyncrl.inference.server_process import free_port
 from asyncrl.run_dir import read_metrics
 
 

@@ -28,8 +28,9 @@ import torch
 from trainer_throughput import make_batch, make_model_dir
 
 from asyncrl.broadcast.manifest import Manifest
-from asyncrl.config import ModelConfig, TrainerConfig
+from asyncrl.config import ModelConfig
 from asyncrl.models import load_tokenizer
+from asyncrl.trainer.config import TrainerConfig
 from asyncrl.trainer.distributed import Ranks
 from asyncrl.trainer.losses import masked_is
 from asyncrl.trainer.model_setup import build, publish

@@ -23,8 +23,9 @@ import time
 
 import torch
 
-from asyncrl.config import InferenceConfig, InferenceServerConfig, ModelConfig
+from asyncrl.config import ModelConfig
 from asyncrl.inference.backend import Backend, SamplingParams
+from asyncrl.inference.config import InferenceConfig, InferenceServerConfig
 from asyncrl.inference.engine import TorchEngine
 from asyncrl.models import load_model, resolve_model_path
 

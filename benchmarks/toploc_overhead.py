@@ -23,12 +23,12 @@ import time
 
 import torch
 
-from asyncrl.config import InferenceConfig, ToplocConfig
 from asyncrl.inference.backend import SamplingParams
+from asyncrl.inference.config import InferenceConfig
 from asyncrl.inference.engine import TorchEngine
-from asyncrl.inference.server import eos_token_ids
-from asyncrl.models import load_tokenizer, resolve_model_path
+from asyncrl.models import eos_token_ids, load_tokenizer, resolve_model_path
 from asyncrl.toploc.builder import ProofEncoder
+from asyncrl.toploc.config import ToplocConfig
 from asyncrl.toploc.rollouts import Rollout
 from asyncrl.toploc.verify import ReferenceModel, verify_rollouts
 

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from asyncrl.config import InferenceConfig, ModelConfig
-from asyncrl.evals.server_process import InferenceServerProcess
+from asyncrl.config import ModelConfig
+from asyncrl.inference.config import InferenceConfig
+from asyncrl.inference.server_process import InferenceServerProcess
 
 
 @pytest.fixture(scope="session", autouse=True)

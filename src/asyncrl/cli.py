@@ -1,129 +1,203 @@
-"""`asyncrl <command>`: one entry point; each command parses its own config section."""
+"""`asyncrl <command>`: one entry point and one command table; every command is read the same way (its
+config from `-c FILE` and `--section.key value`, `--help` from the config it really runs with)."""
 
 from __future__ import annotations
 
+import importlib
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from asyncrl.config import (
-    BaseConfig,
-    ConfigError,
-    EvalConfig,
-    InferenceServerConfig,
-    OrchestratorProcessConfig,
-    RLConfig,
-    SFTProcessConfig,
-    TrainerProcessConfig,
-    format_help,
-    load_config,
-)
+from asyncrl.broadcast.config import BroadcastFetchConfig, BroadcastServeConfig
+from asyncrl.config import BaseConfig, ConfigError, format_help, load_config
+from asyncrl.envs.config import EnvInfoConfig, EnvInitConfig, EnvListConfig
 from asyncrl.errors import UserError
+from asyncrl.evals.config import EvalConfig
+from asyncrl.inference.config import InferenceServerConfig
+from asyncrl.launcher.config import RLConfig
+from asyncrl.orchestrator.config import OrchestratorProcessConfig
+from asyncrl.sandbox.config import SandboxExecConfig, SandboxServeConfig
+from asyncrl.toploc.config import VerifyCommandConfig
+from asyncrl.trainer.config import SFTProcessConfig, TrainerProcessConfig
 
 DEFAULT_JOB = Path(__file__).resolve().parents[2] / "configs" / "reverse_text.toml"
+OPTIONS = "[-c FILE.toml ...] [--section.key VALUE ...]"
 
 
-def _inference(config: InferenceServerConfig) -> None:
-    from asyncrl.inference.server import serve
-
-    serve(config)
-
-
-def _trainer(config: TrainerProcessConfig) -> None:
-    from asyncrl.trainer.loop import train
-
-    train(config)
+def _first_word_as(key: str) -> Callable[[list[str]], list[str]]:
+    """`CMD WORD ...` read as `CMD --key WORD ...`."""
+    return lambda argv: [f"--{key}", argv[0], *argv[1:]] if argv and not argv[0].startswith("-") else argv
 
 
-def _sft(config: SFTProcessConfig) -> None:
-    from asyncrl.trainer.sft import run_sft
-
-    run_sft(config)
-
-
-def _rl(config: RLConfig) -> None:
-    from asyncrl.launcher.rl import run_rl
-
-    run_rl(config)
+def _words(target: str) -> Callable[[list[str]], list[str]]:
+    """A command's own argv shaping, `module:function`, imported only when the command runs."""
+    return lambda argv: _load(target)(argv)
 
 
-def _orchestrator(config: OrchestratorProcessConfig) -> None:
-    from asyncrl.orchestrator.loop import run_orchestrator
-
-    run_orchestrator(config)
-
-
-def _eval(config: EvalConfig) -> None:
-    from asyncrl.evals.runner import run_eval
-
-    run_eval(config)
+def _model_flag(argv: list[str]) -> list[str]:
+    """`--model DIR` is short for `--model.path DIR`, which `--model.dtype` can then join."""
+    argv = ["--model.path" if arg == "--model" else arg for arg in argv]
+    return [f"--model.path={arg[8:]}" if arg.startswith("--model=") else arg for arg in argv]
 
 
-def _env(argv: list[str]) -> int:
-    """`asyncrl env list` / `asyncrl env info NAME` / `asyncrl env init NAME [--path DIR]`."""
-    from asyncrl.envs.registry import available, describe
-    from asyncrl.envs.scaffold import scaffold
-
-    usage = "usage: asyncrl env list | asyncrl env info NAME | asyncrl env init NAME [--path DIR]"
-    if "-h" in argv or "--help" in argv:
-        print(usage)
-        return 0
-    if argv[:1] == ["list"]:
-        for name, target in sorted(available().items()):
-            print(f"{name:<24}{target}")
-        return 0
-    if argv[:1] == ["info"] and len(argv) == 2:
-        for key, value in describe(argv[1]).items():
-            print(f"{key:<14}{value}")
-        return 0
-    if argv[:1] == ["init"] and len(argv) in (2, 4) and (len(argv) == 2 or argv[2] == "--path"):
-        root = scaffold(argv[1], Path(argv[3]) if len(argv) == 4 else Path("."))
-        print(f"created {root}; install it with: pip install -e {root}")
-        return 0
-    print(usage, file=sys.stderr)
-    return 2
+def _missing_verify_inputs(config: VerifyCommandConfig, argv: list[str]) -> str | None:
+    if config.rollouts is None:
+        return "give the rollouts file with --rollouts FILE"
+    if not any(arg.startswith(("--model.path", "-c", "--config")) for arg in argv):
+        return "give the claimed model with --model DIR"
+    return None
 
 
-def _sandbox(argv: list[str]) -> int:
-    """`asyncrl sandbox serve` / `asyncrl sandbox exec FILE`."""
-    from asyncrl.sandbox.cli import main as sandbox_main
-
-    return sandbox_main(argv)
-
-
-def _toploc(argv: list[str]) -> int:
-    """`asyncrl toploc verify --model DIR --rollouts FILE`."""
-    from asyncrl.toploc.cli import main as toploc_main
-
-    return toploc_main(argv)
-
-
-def _broadcast(argv: list[str]) -> int:
-    """`asyncrl broadcast serve` / `asyncrl broadcast fetch URL ... --out DIR`."""
-    from asyncrl.broadcast.cli import main as broadcast_main
-
-    return broadcast_main(argv)
+@dataclass(frozen=True)
+class Command:
+    config: type[BaseConfig]
+    """What the command accepts; its defaults are the command's defaults, and `--help` prints them."""
+    run: str
+    """`module:function` taking the config and returning the exit code (anything else: 0); imported only
+    when the command runs, so `asyncrl --help` and the light commands never import torch."""
+    summary: str
+    usage: str
+    """The command's usage line(s), after `usage: `."""
+    words: Callable[[list[str]], list[str]] = list
+    """Turns the command's positional words and short flags into `--key value` overrides."""
+    check: Callable[[Any, list[str]], str | None] | None = None
+    """Why the config lacks something the command needs (printed with the usage, exit 2); None when not."""
+    resolves_models: bool = True
+    """Whether a built-in model name is built and replaced by its dir before the command runs."""
 
 
-COMMANDS: dict[str, tuple[type[BaseConfig], Callable, str]] = {
-    "rl": (RLConfig, _rl, "inference + orchestrator + trainer together on this machine"),
-    "inference": (InferenceServerConfig, _inference, "the OpenAI-compatible inference server alone"),
-    "orchestrator": (OrchestratorProcessConfig, _orchestrator, "rollouts into training batches, alone"),
-    "trainer": (TrainerProcessConfig, _trainer, "the RL trainer alone (torchrun for several ranks)"),
-    "sft": (SFTProcessConfig, _sft, "supervised fine-tuning on prompt/completion or chat JSONL"),
-    "eval": (EvalConfig, _eval, "run an environment against a model: asyncrl eval ENV [options]"),
+def _needs(field: str, what: str) -> Callable[[Any, list[str]], str | None]:
+    return lambda config, _: None if getattr(config, field) else f"give {what}"
+
+
+COMMANDS: dict[str, Command] = {
+    "rl": Command(
+        RLConfig,
+        "asyncrl.launcher.rl:run_rl",
+        "inference + orchestrator + trainer together on this machine",
+        f"asyncrl rl {OPTIONS}",
+        resolves_models=False,  # the launcher resolves once, for its three children
+    ),
+    "inference": Command(
+        InferenceServerConfig,
+        "asyncrl.inference.server:serve",
+        "the OpenAI-compatible inference server alone",
+        f"asyncrl inference {OPTIONS}",
+    ),
+    "orchestrator": Command(
+        OrchestratorProcessConfig,
+        "asyncrl.orchestrator.loop:run_orchestrator",
+        "rollouts into training batches, alone",
+        f"asyncrl orchestrator {OPTIONS}",
+    ),
+    "trainer": Command(
+        TrainerProcessConfig,
+        "asyncrl.trainer.loop:train",
+        "the RL trainer alone (torchrun for several ranks)",
+        f"asyncrl trainer {OPTIONS}",
+    ),
+    "sft": Command(
+        SFTProcessConfig,
+        "asyncrl.trainer.sft:run_sft",
+        "supervised fine-tuning on prompt/completion or chat JSONL",
+        f"asyncrl sft {OPTIONS}",
+    ),
+    "eval": Command(
+        EvalConfig,
+        "asyncrl.evals.runner:run_eval",
+        "run an environment against a model: asyncrl eval ENV [options]",
+        f"asyncrl eval ENV {OPTIONS}",
+        _first_word_as("env"),
+        # With --base-url the model is a served name; without, eval's own server resolves it.
+        resolves_models=False,
+    ),
+    "env list": Command(
+        EnvListConfig,
+        "asyncrl.envs.commands:list_environments",
+        "environments installed (built-in and plugins)",
+        "asyncrl env list",
+    ),
+    "env info": Command(
+        EnvInfoConfig,
+        "asyncrl.envs.commands:show_environment",
+        "one environment's loader and arguments",
+        "asyncrl env info NAME",
+        _first_word_as("name"),
+        _needs("name", "the environment NAME"),
+    ),
+    "env init": Command(
+        EnvInitConfig,
+        "asyncrl.envs.commands:init_environment",
+        "scaffold a new environment package",
+        "asyncrl env init NAME [--path DIR]",
+        _first_word_as("name"),
+        _needs("name", "the new environment's NAME"),
+    ),
+    "sandbox serve": Command(
+        SandboxServeConfig,
+        "asyncrl.sandbox.cli:serve_sandboxes",
+        "the sandbox service (a warm pool behind HTTP)",
+        "asyncrl sandbox serve [--host H] [--port P] [--token T] [--sandbox.key VALUE ...]",
+    ),
+    "sandbox exec": Command(
+        SandboxExecConfig,
+        "asyncrl.sandbox.cli:run_file",
+        "run a Python file in a sandbox (locally, or through --url)",
+        "asyncrl sandbox exec FILE [--timeout S] [--json] [--url URL] [--stdin FILE]",
+        _words("asyncrl.sandbox.cli:exec_overrides"),
+        _needs("file", "the Python FILE to run"),
+    ),
+    "toploc verify": Command(
+        VerifyCommandConfig,
+        "asyncrl.toploc.cli:verify_file",
+        "verify the TOPLOC proofs of a rollouts file against a model",
+        "asyncrl toploc verify --model DIR --rollouts FILE [--model.dtype D] [--toploc.key VALUE ...]",
+        _model_flag,
+        _missing_verify_inputs,
+    ),
+    "broadcast serve": Command(
+        BroadcastServeConfig,
+        "asyncrl.broadcast.cli:serve_node",
+        "a shardcast origin (--weights-dir) or relay (--upstream)",
+        "asyncrl broadcast serve --weights-dir RUN/weights [--port P] [--token T] [--key VALUE ...]\n"
+        "       asyncrl broadcast serve --upstream URL [URL ...] [--port P] [--key VALUE ...]",
+        _words("asyncrl.broadcast.cli:upstream_overrides"),
+        lambda config, _: config.role_problem(),
+    ),
+    "broadcast fetch": Command(
+        BroadcastFetchConfig,
+        "asyncrl.broadcast.cli:fetch",
+        "fetch one weights version into an HF dir",
+        "asyncrl broadcast fetch URL [URL ...] [--version N|latest] --out DIR [--base DIR] [--json]",
+        _words("asyncrl.broadcast.cli:source_overrides"),
+        lambda config, _: (
+            None
+            if config.sources and config.out is not None
+            else "give one or more source URLs and --out DIR"
+        ),
+    ),
 }
+GROUPS = sorted({name.split()[0] for name in COMMANDS if " " in name})
+
+
+def _load(target: str) -> Callable[..., Any]:
+    module, function = target.split(":")
+    return getattr(importlib.import_module(module), function)
 
 
 def usage() -> str:
-    lines = ["usage: asyncrl <command> [-c FILE.toml ...] [--section.key VALUE ...]", "", "commands:"]
-    lines += [f"  {name:<12} {doc}" for name, (_, _, doc) in COMMANDS.items()]
-    lines += [f"  {'env':<12} environments: asyncrl env list | env info NAME | env init NAME [--path DIR]"]
-    lines += [f"  {'sandbox':<12} run untrusted code: asyncrl sandbox serve | sandbox exec FILE [--url URL]"]
-    lines += [f"  {'toploc':<12} inference proofs: asyncrl toploc verify --model DIR --rollouts FILE"]
-    lines += [f"  {'broadcast':<12} shardcast: asyncrl broadcast serve | broadcast fetch URL --out DIR"]
-    lines += ["", "`asyncrl <command> --help` lists every option with its doc and default."]
+    lines = [f"usage: asyncrl <command> {OPTIONS}", "", "commands:"]
+    lines += [f"  {name:<16} {command.summary}" for name, command in COMMANDS.items()]
+    lines += ["", "`asyncrl <command> --help` lists every option with its doc and the default it runs with."]
     return "\n".join(lines)
+
+
+def group_usage(group: str) -> str:
+    """The usage lines of every `asyncrl GROUP ...` command."""
+    usages = [c.usage for name, c in COMMANDS.items() if name.split()[0] == group]
+    return "usage: " + "\n       ".join(usages)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -131,32 +205,53 @@ def main(argv: list[str] | None = None) -> int:
     if not argv or argv[0] in ("-h", "--help"):
         print(usage())
         return 0
-    command, rest = argv[0], argv[1:]
-    if command == "env":
-        return _guarded(command, lambda: _env(rest))
-    if command == "sandbox":
-        return _guarded(command, lambda: _sandbox(rest))
-    if command == "toploc":
-        return _guarded(command, lambda: _toploc(rest))
-    if command == "broadcast":
-        return _guarded(command, lambda: _broadcast(rest))
-    if command == "eval" and rest and not rest[0].startswith("-"):
-        rest = ["--env", rest[0], *rest[1:]]
-    if command not in COMMANDS:
-        print(f"asyncrl: unknown command {command!r}\n\n{usage()}", file=sys.stderr)
+    group = argv[0]
+    name, rest = (" ".join(argv[:2]), argv[2:]) if group in GROUPS else (group, argv[1:])
+    if name not in COMMANDS:
+        if group in GROUPS:
+            asked = argv[1:2] in (["-h"], ["--help"])
+            print(group_usage(group), file=sys.stdout if asked else sys.stderr)
+            return 0 if asked else 2
+        print(f"asyncrl: unknown command {group!r}\n\n{usage()}", file=sys.stderr)
         return 2
-    config_cls, run, _ = COMMANDS[command]
-    if "-h" in rest or "--help" in rest:
-        print(format_help(config_cls, command))
-        return 0
-    if command == "rl" and not any(a in ("-c", "--config") or a.startswith("--config=") for a in rest):
+    command = COMMANDS[name]
+    if name == "rl" and not any(a in ("-c", "--config") or a.startswith("--config=") for a in rest):
         rest = [*_default_job(), *rest]
+    if "-h" in rest or "--help" in rest:
+        files = [a for i, a in enumerate(rest) if rest[i - 1 : i] in (["-c"], ["--config"])]
+        files += [a.removeprefix("--config=") for a in rest if a.startswith("--config=")]
+        return _help(name, command, group, [part for file in files for part in ("-c", file)])
+    argv_given = command.words(rest)
     try:
-        config = load_config(config_cls, rest)
+        config = load_config(command.config, argv_given)
     except ConfigError as e:
-        print(f"asyncrl {command}: config error: {e}", file=sys.stderr)
+        print(f"asyncrl {name}: config error: {e}", file=sys.stderr)
         return 2
-    return _guarded(command, lambda: run(config))
+    problem = command.check(config, argv_given) if command.check else None
+    if problem:
+        print(f"asyncrl {name}: {problem}\n{group_usage(group)}", file=sys.stderr)
+        return 2
+
+    def work() -> object:
+        if not command.resolves_models:
+            return _load(command.run)(config)
+        from asyncrl.builtin_models import resolve_builtin_models  # loads torch: only commands that run pay
+
+        return _load(command.run)(resolve_builtin_models(config))
+
+    return _guarded(group, work)
+
+
+def _help(name: str, command: Command, group: str, files: list[str]) -> int:
+    """`--help`: every option with the value the command runs with, its config files (the default job's,
+    for rl) applied."""
+    try:
+        values = load_config(command.config, files)
+    except ConfigError as e:
+        print(f"asyncrl {name}: config error: {e}", file=sys.stderr)
+        return 2
+    print(format_help(command.config, group_usage(group).removeprefix("usage: "), values))
+    return 0
 
 
 def _default_job() -> list[str]:
@@ -168,15 +263,16 @@ def _default_job() -> list[str]:
     return []
 
 
-def _guarded(command: str, work: Callable[[], int | None]) -> int:
+def _guarded(group: str, work: Callable[[], object]) -> int:
     """Run a command; errors that tell the user what to do are one line, not a traceback."""
     try:
-        return work() or 0
+        status = work()
     except UserError as e:
-        print(f"asyncrl {command}: {e}", file=sys.stderr)
+        print(f"asyncrl {group}: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130
+    return status if isinstance(status, int) else 0  # a command may return what it made (eval: its dir)
 
 
 if __name__ == "__main__":

@@ -5,21 +5,22 @@ from __future__ import annotations
 
 import difflib
 import json
-import sys
 import tomllib
 import types
 import typing
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from asyncrl.errors import UserError
+
 T = TypeVar("T", bound="BaseConfig")
 
 
-class ConfigError(Exception):
-    """A config file or override is wrong; the message names the key and what was expected."""
+class ConfigError(UserError):
+    """A config file or override is wrong; the message names the key and what was expected. The CLI prints
+    it as one line and exits 2."""
 
 
 class BaseConfig(BaseModel):
@@ -190,37 +191,37 @@ def _describe_one(cls: type[BaseConfig], details: Any) -> str:
 # --help, generated from the fields.
 
 
-def format_help(cls: type[BaseConfig], command: str) -> str:
-    """Usage plus every field, with its doc and default, grouped by section."""
+def format_help(cls: type[BaseConfig], usage: str, values: BaseConfig | None = None) -> str:
+    """Usage plus every field, with its doc and the value the command runs with when given nothing (its
+    default as `values`, the config loaded from the command's files, holds it), grouped by section."""
     lines = [
-        f"usage: asyncrl {command} [-c FILE.toml ...] [--section.key VALUE ...]",
+        f"usage: {usage}",
         "",
         (cls.__doc__ or "").strip(),
         "",
         "  -c, --config FILE   TOML config file; repeatable, later files win; overrides win over files",
         "",
     ]
-    lines += _field_lines(cls, [])
+    lines += _field_lines(cls, [], (values or cls()).model_dump(mode="json"))
     return "\n".join(lines)
 
 
-def _field_lines(cls: type[BaseConfig], prefix: list[str]) -> list[str]:
+def _field_lines(cls: type[BaseConfig], prefix: list[str], values: dict[str, Any]) -> list[str]:
     lines: list[str] = []
     sections: list[tuple[str, type[BaseConfig], str]] = []
     for name, field in cls.model_fields.items():
         sub = _unwrap(field.annotation)
-        if _is_config(sub):
+        if _is_config(sub) and isinstance(values.get(name, {}), dict):
             sections.append((name, sub, field.description or ""))
             continue
         dotted = ".".join([*prefix, name])
-        default = field.get_default(call_default_factory=True)
         lines.append(
-            f"  --{dotted} {_type_name(field.annotation)}  (default: {json.dumps(default, default=str)})"
+            f"  --{dotted} {_type_name(field.annotation)}  (default: {json.dumps(values.get(name))})"
         )
         lines.append(f"      {field.description or ''}")
     for name, sub, doc in sections:
         lines += ["", f"[{'.'.join([*prefix, name])}]  {doc}"]
-        lines += _field_lines(sub, [*prefix, name])
+        lines += _field_lines(sub, [*prefix, name], values.get(name) or {})
     return lines
 
 
@@ -251,29 +252,3 @@ def _table(table: dict[str, Any], prefix: list[str]) -> str:
             sub, path
         )
     return out
-
-
-def load_subcommand(
-    group: str,
-    usage: str,
-    argv: list[str],
-    commands: dict[str, tuple[type[BaseConfig], Callable[[list[str]], list[str]]]],
-) -> tuple[str, BaseConfig] | int:
-    """`asyncrl <group> <command> ...`: the command and its config (each command's words turned into
-    overrides by its function), or the exit code when usage, `--help` or a config error was printed."""
-    command, rest = (argv[0], argv[1:]) if argv else ("", [])
-    if command in ("-h", "--help"):
-        print(usage)
-        return 0
-    if command not in commands:
-        print(usage, file=sys.stderr)
-        return 2
-    config_cls, to_overrides = commands[command]
-    if "-h" in rest or "--help" in rest:
-        print(format_help(config_cls, f"{group} {command}"))
-        return 0
-    try:
-        return command, load_config(config_cls, to_overrides(rest))
-    except ConfigError as e:
-        print(f"asyncrl {group} {command}: config error: {e}", file=sys.stderr)
-        return 2

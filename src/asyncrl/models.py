@@ -1,4 +1,6 @@
-"""Loading local Hugging Face causal LMs, plus a tiny built-in Qwen2 model so everything runs offline."""
+"""Loading local Hugging Face causal LMs, plus the untrained tiny built-in Qwen2 model so everything runs
+offline. The ground floor: it knows model directories and builds untrained models, never trains one
+(trained built-in models are recipes in asyncrl.builtin_models)."""
 
 from __future__ import annotations
 
@@ -30,12 +32,11 @@ from asyncrl.errors import UserError
 hf_logging.disable_progress_bar()
 
 TINY_MODEL_NAME = "tiny"
-WARM_MODEL_NAME = "tiny-reverse-text"
-# Cache dir names: bump the suffix whenever a built-in model's recipe changes, so stale caches are never
-# reused.
+# The cache dir name: bump the suffix whenever the tiny model's recipe changes.
 TINY_MODEL_VERSION = "tiny-v1"
-WARM_MODEL_VERSION = "tiny-reverse-text-v1"
 ENDOFTEXT, IM_START, IM_END = "<|endoftext|>", "<|im_start|>", "<|im_end|>"
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+"""The dtypes a model may be loaded in, by their config names (`model.dtype`)."""
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json")
 QWEN2_SPLIT_REGEX = (
     r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}"""
@@ -87,17 +88,18 @@ def _cache_root() -> Path:
 
 
 def resolve_model_path(path: str) -> Path:
-    """Map a built-in name (`tiny`, `tiny-reverse-text`) to its cached dir, building it on first use;
-    otherwise check `path` is a usable local HF model dir."""
+    """`tiny` (the untrained built-in model) to its cached dir, built on first use; any other `path` checked
+    to be a usable local HF model dir. The other built-in names (`tiny-reverse-text`, ...) are recipes
+    that train: `asyncrl.builtin_models` resolves them to dirs before any process starts."""
     if path == TINY_MODEL_NAME:
         return tiny_model_dir()
-    if path == WARM_MODEL_NAME:
-        return warm_model_dir()
     model_dir = Path(path).expanduser().absolute()
     if not model_dir.exists():
         raise ModelLoadError(
             f"model path '{path}' does not exist; pass a local Hugging Face model directory "
-            f"(hub downloads are not supported: fetch it with `hf download` first) or '{TINY_MODEL_NAME}'"
+            f"(hub downloads are not supported: fetch it with `hf download` first) or '{TINY_MODEL_NAME}'; "
+            "the asyncrl commands also take the built-in names, which "
+            "asyncrl.builtin_models.resolve_model_name turns into directories"
         )
     if not model_dir.is_dir():
         raise ModelLoadError(f"model path '{path}' is a file, not a directory; pass the directory holding it")
@@ -149,6 +151,18 @@ def load_model(path: str, dtype: torch.dtype = torch.float32, device: str = "cpu
             f"the weights in '{model_dir}' lack {len(info['missing_keys'])} tensors ({missing}, ...); {hint}"
         )
     return model.to(device).eval()
+
+
+def eos_token_ids(model_dir: str | Path, tokenizer: PreTrainedTokenizerBase) -> tuple[int, ...]:
+    """The ids that end a completion: the generation config's EOS ids, else the tokenizer's."""
+    try:
+        eos = GenerationConfig.from_pretrained(model_dir).eos_token_id
+    except OSError:
+        eos = None
+    if eos is None:
+        eos = tokenizer.eos_token_id
+    ids = [eos] if isinstance(eos, int) else list(eos or [])
+    return tuple(ids)
 
 
 def _first_line(e: BaseException) -> str:
@@ -234,22 +248,13 @@ def build_tiny_model(out_dir: Path, seed: int = 0) -> Path:
 
 def tiny_model_dir() -> Path:
     """The cached tiny model dir, built on first use; safe against concurrent builders."""
-    return _cached(TINY_MODEL_VERSION, build_tiny_model)
+    return cached_model_dir(TINY_MODEL_VERSION, build_tiny_model)
 
 
-def warm_model_dir() -> Path:
-    """The tiny model after the project's own SFT warm-up on reverse-text (the default RL job's start),
-    built on first use (about half a minute) and cached."""
-
-    def build(out_dir: Path) -> None:
-        from asyncrl.trainer.warm_start import warm_up_on_reverse_text  # the trainer imports this module
-
-        warm_up_on_reverse_text(tiny_model_dir(), out_dir)
-
-    return _cached(WARM_MODEL_VERSION, build)
-
-
-def _cached(name: str, build: Callable[[Path], object]) -> Path:
+def cached_model_dir(name: str, build: Callable[[Path], object]) -> Path:
+    """The model dir `name` under the cache dir, written by `build(dir)` on first use; safe against
+    concurrent builders. Bump `name` whenever what `build` writes changes, so stale caches are never
+    reused."""
     target = _cache_root() / "models" / name
     if target.is_dir():
         return target

@@ -3,7 +3,8 @@ import sys
 
 import pytest
 
-from asyncrl.config import BaseConfig, ConfigError, InferenceServerConfig, format_help, load_config
+from asyncrl.config import BaseConfig, ConfigError, format_help, load_config
+from asyncrl.inference.config import InferenceServerConfig
 
 
 def test_defaults_come_from_the_fields():
@@ -80,7 +81,7 @@ def test_option_without_value_is_an_error():
 
 
 def test_help_lists_every_field_with_doc_and_default():
-    text = format_help(InferenceServerConfig, "inference")
+    text = format_help(InferenceServerConfig, "asyncrl inference")
     for section in (
         InferenceServerConfig.model_fields["model"].annotation,
         InferenceServerConfig.model_fields["inference"].annotation,
@@ -105,7 +106,8 @@ def test_cli_prints_a_one_line_error_and_exits_2_on_bad_config():
 
 
 def test_overriding_one_key_keeps_the_commands_own_section_defaults():
-    from asyncrl.config import EvalConfig, RLConfig
+    from asyncrl.evals.config import EvalConfig
+    from asyncrl.launcher.config import RLConfig
 
     config = load_config(EvalConfig, ["--inference.num-threads", "1"])
     assert config.inference.port == 0, "eval's server picks a free port unless told otherwise"
@@ -116,5 +118,32 @@ def test_overriding_one_key_keeps_the_commands_own_section_defaults():
 def test_help_works_for_every_command():
     from asyncrl.cli import COMMANDS
 
-    for name, (config_cls, _, _) in COMMANDS.items():
-        assert f"asyncrl {name}" in format_help(config_cls, name)
+    for name, command in COMMANDS.items():
+        assert f"asyncrl {name}" in format_help(command.config, command.usage)
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["rl"], ["--inference.num_threads INT  (default: 1)", "--trainer.num_threads INT  (default: 1)"]),
+        (["eval"], ["--inference.port INT  (default: 0)"]),
+    ],
+)
+def test_help_prints_the_defaults_the_command_really_uses(argv, expected, capsys):
+    from asyncrl.cli import main
+
+    assert main([*argv, "--help"]) == 0
+    text = capsys.readouterr().out
+    for line in expected:
+        assert line in text
+
+
+def test_rl_help_shows_the_default_jobs_settings(capsys):
+    from asyncrl.cli import DEFAULT_JOB, main
+    from asyncrl.launcher.config import RLConfig
+
+    assert main(["rl", "--help"]) == 0
+    text = capsys.readouterr().out
+    job = load_config(RLConfig, ["-c", str(DEFAULT_JOB)])
+    assert job.max_steps != RLConfig().max_steps, "the default job sets its own number of steps"
+    assert f"--max_steps INT  (default: {job.max_steps})" in text

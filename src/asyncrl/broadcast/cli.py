@@ -4,41 +4,24 @@ from __future__ import annotations
 
 import json
 import logging
-import sys
 
 from asyncrl.broadcast.config import BroadcastFetchConfig, BroadcastServeConfig
-from asyncrl.config_loader import load_subcommand
-from asyncrl.errors import UserError
-
-USAGE = (
-    "usage: asyncrl broadcast serve --weights-dir RUN/weights [--port P] [--token T] [--key VALUE ...]\n"
-    "       asyncrl broadcast serve --upstream URL [URL ...] [--port P] [--key VALUE ...]\n"
-    "       asyncrl broadcast fetch URL [URL ...] [--version N|latest] --out DIR [--base DIR] [--json]"
-)
 
 
-def main(argv: list[str]) -> int:
-    commands = {
-        "serve": (BroadcastServeConfig, lambda words: overrides(words, "upstream")),
-        "fetch": (BroadcastFetchConfig, lambda words: overrides(words, "sources")),
-    }
-    loaded = load_subcommand("broadcast", USAGE, argv, commands)
-    if isinstance(loaded, int):
-        return loaded
-    command, config = loaded
-    if isinstance(config, BroadcastServeConfig) and config.role_problem():
-        print(f"asyncrl broadcast serve: {config.role_problem()}\n{USAGE}", file=sys.stderr)
-        return 2
-    try:
-        if isinstance(config, BroadcastServeConfig):
-            from asyncrl.broadcast.server import serve
+def serve_node(config: BroadcastServeConfig) -> None:
+    from asyncrl.broadcast.server import serve
 
-            serve(config)
-            return 0
-        return fetch(config)
-    except UserError as e:
-        print(f"asyncrl broadcast {command}: {e}", file=sys.stderr)
-        return 1
+    serve(config)
+
+
+def upstream_overrides(argv: list[str]) -> list[str]:
+    """`serve` words as overrides: the relay's upstream URLs."""
+    return overrides(argv, "upstream")
+
+
+def source_overrides(argv: list[str]) -> list[str]:
+    """`fetch` words as overrides: the sources to fetch from."""
+    return overrides(argv, "sources")
 
 
 def overrides(argv: list[str], list_key: str) -> list[str]:
@@ -70,11 +53,7 @@ def overrides(argv: list[str], list_key: str) -> list[str]:
 def fetch(config: BroadcastFetchConfig) -> int:
     from asyncrl.broadcast.client import fetch_version
 
-    if not config.sources or config.out is None:
-        print(
-            f"asyncrl broadcast fetch: give one or more source URLs and --out DIR\n{USAGE}", file=sys.stderr
-        )
-        return 2
+    assert config.sources and config.out is not None  # the command's check
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     version = config.version if config.version == "latest" else int(config.version)
     report = fetch_version(config.sources, version, config.out, config.fetch, config.base, config.progress)

@@ -86,7 +86,9 @@ class ModelClient:
                 if status < 400:
                     return json.loads(text)
                 if status < 500:
-                    raise ModelRequestError(f"{url} refused the request: {text[:500]}")
+                    raise ModelRequestError(
+                        f"{url} refused the request (HTTP {status}): {_error_message(text)}"
+                    )
                 problem = f"HTTP {status}: {text[:200]}"
             if attempt < self.retries:
                 log.warning("model server %s: %s; retrying in %.1fs", self.base_url, problem, delay)
@@ -156,3 +158,12 @@ def _turn(
         token_policy_versions=choice.get("token_policy_versions") or [],
         toploc_proofs=choice.get("toploc_proofs") or [],
     )
+
+
+def _error_message(text: str) -> str:
+    """The message of an OpenAI-style error body (`{"error": {"message"}}`), else the body's start."""
+    try:
+        message = json.loads(text)["error"]["message"]
+    except (ValueError, KeyError, TypeError):
+        return text[:500]
+    return message if isinstance(message, str) else text[:500]

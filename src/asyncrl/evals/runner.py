@@ -12,12 +12,12 @@ from typing import Any
 
 from tqdm import tqdm
 
-from asyncrl.config import EvalConfig
 from asyncrl.envs.client import ModelClient
 from asyncrl.envs.environment import Environment, Rollout
 from asyncrl.envs.registry import load_environment
 from asyncrl.errors import UserError
-from asyncrl.evals.server_process import InferenceServerProcess
+from asyncrl.evals.config import EvalConfig
+from asyncrl.inference.server_process import InferenceServerProcess
 
 
 class EvalOutputExistsError(UserError):

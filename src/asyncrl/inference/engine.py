@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 
 import torch
 
-from asyncrl.config import InferenceConfig, ToplocConfig
 from asyncrl.inference.backend import (
     Backend,
     EngineDeadError,
@@ -27,14 +26,15 @@ from asyncrl.inference.backend import (
     SamplingParams,
     SequenceDelta,
 )
+from asyncrl.inference.config import InferenceConfig
 from asyncrl.inference.model_runner import ModelRunner
 from asyncrl.inference.proof_capture import ProofCapture
 from asyncrl.inference.sampling import sample
 from asyncrl.inference.weights import read_weights
-from asyncrl.models import load_model, load_tokenizer
+from asyncrl.models import DTYPES, load_model, load_tokenizer
+from asyncrl.toploc.config import ToplocConfig
 
 IDLE_POLL_S = 0.5
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 @dataclass(eq=False)

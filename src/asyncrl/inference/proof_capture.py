@@ -13,8 +13,8 @@ from collections.abc import Callable
 
 import torch
 
-from asyncrl.config import ToplocConfig
 from asyncrl.toploc.builder import ProofEncoder
+from asyncrl.toploc.config import ToplocConfig
 
 
 class ProofCapture:

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import torch
 
-GREEDY_BELOW = 1e-5
+from asyncrl.distributions import GREEDY_BELOW, nucleus_logprobs
 
 
 @dataclass
@@ -22,18 +22,6 @@ class SampledTokens:
     top_logprobs: torch.Tensor | None
     """[B, k] highest logprobs, or None when no row asked for any."""
     top_ids: torch.Tensor | None
-
-
-def nucleus_logprobs(logprobs: torch.Tensor, top_p: torch.Tensor) -> torch.Tensor:
-    """Mask tokens outside each row's top-p nucleus and renormalise; the top token always stays."""
-    sorted_lp, order = logprobs.sort(dim=-1, descending=True)
-    probs = sorted_lp.exp()
-    mass_before = probs.cumsum(dim=-1) - probs
-    drop_sorted = mass_before >= top_p.unsqueeze(1)
-    drop_sorted[:, 0] = False  # even a top_p that rounds to 0 keeps the most likely token
-    drop = torch.zeros_like(drop_sorted).scatter_(1, order, drop_sorted)
-    masked = logprobs.masked_fill(drop, float("-inf"))
-    return masked - masked.logsumexp(dim=-1, keepdim=True)
 
 
 def sample(

@@ -16,15 +16,15 @@ from fastapi.responses import JSONResponse, Response
 from jinja2 import TemplateError
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from transformers import GenerationConfig, PreTrainedTokenizerBase
+from transformers import PreTrainedTokenizerBase
 
-from asyncrl.config import InferenceConfig, InferenceServerConfig
 from asyncrl.inference.backend import (
     Backend,
     EngineDeadError,
     SamplingParams,
     WeightUpdateError,
 )
+from asyncrl.inference.config import InferenceConfig, InferenceServerConfig
 from asyncrl.inference.metrics import engine_registry
 from asyncrl.inference.protocol import (
     APIError,
@@ -36,7 +36,7 @@ from asyncrl.inference.protocol import (
 )
 from asyncrl.inference.respond import respond
 from asyncrl.inference.responses import ChoiceShaper, TokenTexts
-from asyncrl.models import load_tokenizer, resolve_model_path
+from asyncrl.models import eos_token_ids, load_tokenizer, resolve_model_path
 
 log = logging.getLogger("asyncrl.inference")
 
@@ -323,18 +323,6 @@ def _text_message(message: dict[str, Any]) -> dict[str, Any]:
     return {**message, "content": "".join(str(p.get("text", "")) for p in content)}
 
 
-def eos_token_ids(model_dir: str, tokenizer: PreTrainedTokenizerBase) -> tuple[int, ...]:
-    """The ids that end a completion: the generation config's EOS ids, else the tokenizer's."""
-    try:
-        eos = GenerationConfig.from_pretrained(model_dir).eos_token_id
-    except OSError:
-        eos = None
-    if eos is None:
-        eos = tokenizer.eos_token_id
-    ids = [eos] if isinstance(eos, int) else list(eos or [])
-    return tuple(ids)
-
-
 def open_backend(config: InferenceServerConfig) -> AbstractContextManager[Backend]:
     """The engine `inference.backend` names, loaded (vLLM: started and serving) on entering, and stopped
     (vLLM: its processes ended) on leaving."""
@@ -356,7 +344,7 @@ def serve(config: InferenceServerConfig) -> None:
     model_dir = str(resolve_model_path(config.model.path))
     tokenizer = load_tokenizer(config.model.path)
     with open_backend(config) as backend:
-        name = config.inference.served_model_name or config.model.path
+        name = config.inference.served_model_name or config.model.served_name
         app = create_app(backend, tokenizer, name, eos_token_ids(model_dir, tokenizer), config.inference)
         server = uvicorn.Server(
             # uvicorn's own INFO lines say where it listens (the port, when 0 picked one); one line per

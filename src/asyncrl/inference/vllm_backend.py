@@ -22,7 +22,6 @@ from typing import Any, TextIO
 import httpx
 from transformers import AutoConfig
 
-from asyncrl.config import InferenceServerConfig
 from asyncrl.inference.backend import (
     Backend,
     EngineDeadError,
@@ -32,6 +31,7 @@ from asyncrl.inference.backend import (
     SequenceDelta,
     merged_streams,
 )
+from asyncrl.inference.config import InferenceServerConfig
 from asyncrl.inference.vllm_launch import LENGTHS_METHOD, RELOAD_METHOD, VLLMProcessError, build_launch
 from asyncrl.inference.vllm_metrics import VLLMFigures, read_figures
 from asyncrl.inference.vllm_process import VLLMProcess

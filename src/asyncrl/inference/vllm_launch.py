@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from asyncrl.config import InferenceServerConfig, VLLMConfig
 from asyncrl.errors import UserError
+from asyncrl.inference.config import InferenceServerConfig, VLLMConfig
 
 CHECKOUT_VENV = Path(__file__).resolve().parents[3] / ".venv-vllm"
 """Where `make vllm` installs vLLM's CPU build, beside the checkout's .venv."""

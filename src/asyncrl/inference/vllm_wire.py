@@ -12,8 +12,8 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+from asyncrl.distributions import GREEDY_BELOW
 from asyncrl.inference.backend import SamplingParams, SequenceDelta
-from asyncrl.inference.sampling import GREEDY_BELOW
 
 GENERATE_ROUTE = "/inference/v1/generate"
 

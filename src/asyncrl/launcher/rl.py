@@ -16,12 +16,12 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from asyncrl.config import RLConfig
+from asyncrl.builtin_models import resolve_builtin_models
 from asyncrl.config_loader import to_toml
-from asyncrl.evals.server_process import InferenceServerProcess
+from asyncrl.inference.server_process import InferenceServerProcess
+from asyncrl.launcher.config import RLConfig
 from asyncrl.launcher.errors import ChildFailedError
 from asyncrl.launcher.report import write_report
-from asyncrl.models import resolve_model_path
 from asyncrl.run_dir import HEARTBEAT_S, read_metrics
 
 POLL_S = 0.5
@@ -106,9 +106,9 @@ def run_rl(config: RLConfig) -> None:
         )
     logs = run_dir / "logs"
     logs.mkdir(parents=True, exist_ok=True)
-    # A built-in model is built (the warm-started one by a short SFT) once, here, not by three children.
-    resolve_model_path(config.model.path)
     (run_dir / "config.toml").write_text(to_toml(config))
+    # A built-in model is built (the warm-started one by a short SFT) once, here, not by three children.
+    config = resolve_builtin_models(config)
     server = InferenceServerProcess(config.model, config.inference, config.seed, logs / "inference.log")
     with server:
         processes = {

@@ -13,9 +13,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from asyncrl.config import OrchestratorConfig
 from asyncrl.envs.environment import Environment, Rollout
 from asyncrl.orchestrator.advantages import group_advantages
+from asyncrl.orchestrator.config import OrchestratorConfig
 from asyncrl.orchestrator.pool import InferencePool
 from asyncrl.orchestrator.tasks import TaskStream
 from asyncrl.orchestrator.weights import WeightWatcher

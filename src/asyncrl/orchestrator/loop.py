@@ -19,8 +19,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from asyncrl.config import OrchestratorProcessConfig
 from asyncrl.envs.registry import load_environment
+from asyncrl.orchestrator.config import OrchestratorProcessConfig
 from asyncrl.orchestrator.groups import BatchStats, Group, GroupStream
 from asyncrl.orchestrator.pool import InferencePool
 from asyncrl.orchestrator.tasks import TaskStream
@@ -95,9 +95,9 @@ async def orchestrate(config: OrchestratorProcessConfig) -> None:
         requeued=progress.get("pending"),
         retired=progress.get("retired"),
     )
-    async with InferencePool(cfg.client, config.model.path) as pool:
-        watcher = WeightWatcher(run_dir, pool, sources=cfg.weights)
-        refresher = asyncio.create_task(watcher.keep_fresh())
+    pool = InferencePool(cfg.client, config.model.served_name)
+    watcher = WeightWatcher(run_dir, pool, sources=cfg.weights, attempts=cfg.weights_update_attempts)
+    async with pool, watcher:
         groups = GroupStream(env, pool, tasks, watcher, cfg)
         verifier = (
             RolloutVerifier(run_dir, config.model.path, cfg.verify, cfg.sampling, config.seed)
@@ -108,7 +108,7 @@ async def orchestrate(config: OrchestratorProcessConfig) -> None:
         started = time.perf_counter()
         try:
             for step in range(progress["step"] + 1, config.max_steps + 1):
-                stats = await groups.next_batch(step)
+                stats = await watcher.guard(groups.next_batch(step))
                 if verifier is not None:
                     stats.groups, checks = await asyncio.to_thread(verifier.filter, stats.groups)
                 samples = to_samples(stats.groups, cfg.sampling.temperature, cfg.mask_truncated)
@@ -130,8 +130,6 @@ async def orchestrate(config: OrchestratorProcessConfig) -> None:
         finally:
             bar.close()
             await groups.close()
-            refresher.cancel()
-            await asyncio.gather(refresher, return_exceptions=True)
 
 
 def run_orchestrator(config: OrchestratorProcessConfig) -> None:

@@ -6,11 +6,11 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
-from asyncrl.config import ClientConfig
-from asyncrl.envs.client import ModelClient, ModelUnavailableError
+from asyncrl.envs.client import ModelClient, ModelRequestError, ModelUnavailableError
 from asyncrl.errors import UserError
+from asyncrl.orchestrator.config import ClientConfig
 
 log = logging.getLogger("asyncrl.orchestrator")
 T = TypeVar("T")
@@ -20,11 +20,16 @@ class AllServersDownError(UserError):
     """No inference server is left alive."""
 
 
+class WeightsRefusedError(Exception):
+    """An inference server answered a weight update with a 4xx; the message is the server's."""
+
+
 class InferencePool:
     def __init__(self, config: ClientConfig, model: str) -> None:
         self.clients = [ModelClient(u, model, config.timeout_s, config.retries) for u in config.base_urls]
         self.inflight = {c.base_url: 0 for c in self.clients}
         self.dead: set[str] = set()
+        """Servers that stopped answering; their work goes to the others."""
 
     async def __aenter__(self) -> InferencePool:
         for client in self.clients:
@@ -51,24 +56,34 @@ class InferencePool:
             try:
                 return await work(client)
             except ModelUnavailableError as e:
-                if client.base_url not in self.dead:
-                    self.dead.add(client.base_url)
-                    log.error(
-                        "inference server %s is down (%s); moving its work to the others", client.base_url, e
-                    )
+                self.mark_dead(client, e)
             finally:
                 self.inflight[client.base_url] -= 1
 
-    async def update_weights(self, path: str, version: int) -> dict[str, float]:
-        """Load weights `version` on every live server; seconds each took."""
+    def mark_dead(self, client: ModelClient, reason: Exception) -> None:
+        if client.base_url not in self.dead:
+            self.dead.add(client.base_url)
+            log.error(
+                "inference server %s is down (%s); moving its work to the others", client.base_url, reason
+            )
 
-        async def one(client: ModelClient) -> tuple[str, float]:
+    async def update_weights(self, body: dict[str, Any]) -> dict[str, float]:
+        """POST /update_weights `body` to every live server, at once; the seconds each took. A server that
+        is down is marked dead; one that refuses raises WeightsRefusedError with the server's message once
+        every server has answered."""
+
+        async def one(client: ModelClient) -> tuple[str, float, str | None]:
             start = time.perf_counter()
             try:
-                await client.post("/update_weights", {"path": path, "version": version})
+                await client.post("/update_weights", body)
             except ModelUnavailableError as e:
-                self.dead.add(client.base_url)
-                log.error("inference server %s is down (%s)", client.base_url, e)
-            return client.base_url, time.perf_counter() - start
+                self.mark_dead(client, e)
+            except ModelRequestError as e:
+                return client.base_url, time.perf_counter() - start, str(e)
+            return client.base_url, time.perf_counter() - start, None
 
-        return dict(await asyncio.gather(*(one(c) for c in self.live())))
+        results = await asyncio.gather(*(one(c) for c in self.live()))
+        refused = [problem for _, _, problem in results if problem is not None]
+        if refused:
+            raise WeightsRefusedError(refused[0])
+        return {url: seconds for url, seconds, _ in results}

@@ -17,11 +17,13 @@ from pathlib import Path
 
 import torch
 
-from asyncrl.config import SamplingConfig, ToplocConfig, VerifyConfig
+from asyncrl.config import SamplingConfig
 from asyncrl.envs.client import ChatTurn
 from asyncrl.errors import UserError
+from asyncrl.orchestrator.config import VerifyConfig
 from asyncrl.orchestrator.groups import Group
 from asyncrl.run_dir import STABLE
+from asyncrl.toploc.config import ToplocConfig
 from asyncrl.toploc.rollouts import Rollout
 from asyncrl.toploc.verify import ReferenceModel, verify_rollouts
 

@@ -1,8 +1,10 @@
 """Watching the trainer's published weights and loading each new version on every inference server.
 
-Servers that share the run dir load `weights/step_N/` from it. Servers on other nodes get weights through
-shardcast (`orchestrator.weights.sources`): the watcher asks those sources which versions they have, and
-asks the servers to fetch the newest from them (`/update_weights {"source": [URLs], "version": N}`).
+Where versions come from is a weight source: the run dir (`weights/step_N/` with STABLE, for servers that
+share it) or shardcast (`orchestrator.weights.sources`, for servers on other nodes: the sources say which
+versions they have, and the servers fetch the newest from them). Both go through one update with one retry
+policy: a version a server refuses is retried with backoff, each refusal logged with the server's message,
+and after `weights_update_attempts` refusals the run stops with that message.
 """
 
 from __future__ import annotations
@@ -10,103 +12,136 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import httpx
 
 from asyncrl.broadcast.config import WeightSourcesConfig, token_or_env
-from asyncrl.envs.client import ModelRequestError, ModelUnavailableError
-from asyncrl.orchestrator.pool import InferencePool
+from asyncrl.errors import UserError
+from asyncrl.orchestrator.pool import InferencePool, WeightsRefusedError
 from asyncrl.run_dir import HEARTBEAT_S, WaitTimeout, latest_weights
 
 log = logging.getLogger("asyncrl.orchestrator")
 POLL_S = 0.2
+T = TypeVar("T")
 
 
-class WeightWatcher:
-    """Tracks the policy version the servers serve; `update` loads anything newer that is STABLE (or, with
-    broadcast sources, that the sources have)."""
+class WeightUpdateError(UserError):
+    """The inference servers kept refusing a weights version; the message is the server's."""
 
-    def __init__(
-        self, run_dir: Path, pool: InferencePool, version: int = 0, sources: WeightSourcesConfig | None = None
-    ) -> None:
+
+class WeightSource(Protocol):
+    async def newest(self) -> int | None:
+        """The newest version this source has, or None when it has none (or does not answer)."""
+
+    def update_body(self, version: int) -> dict[str, Any]:
+        """The `/update_weights` body that makes a server load `version` from this source."""
+
+    async def close(self) -> None: ...
+
+
+class RunDirWeights:
+    """Versions the trainer published into the run dir the servers share."""
+
+    def __init__(self, run_dir: Path) -> None:
         self.run_dir = run_dir
-        self.pool = pool
-        self.version = version
-        self.sources = sources if sources is not None and sources.sources else None
-        self.last_update_s = 0.0
-        """How long the slowest server took to load the latest weights."""
-        self._http: httpx.AsyncClient | None = None
-        self._last_complaint = 0.0
 
-    async def update(self) -> bool:
-        if self.sources is not None:
-            return await self._update_from_sources(self.sources)
+    async def newest(self) -> int | None:
         found = latest_weights(self.run_dir)
-        if found is None or found[0] <= self.version:
-            return False
-        step, path = found
-        seconds = await self.pool.update_weights(str(path), step)
-        self._loaded(step, seconds)
-        return True
+        return found[0] if found else None
 
-    def _loaded(self, step: int, seconds: dict[str, float]) -> None:
-        self.last_update_s = max(seconds.values(), default=0.0)
-        log.info("servers now serve weights v%d (%s)", step, ", ".join(f"{s:.2f}s" for s in seconds.values()))
-        self.version = step
+    def update_body(self, version: int) -> dict[str, Any]:
+        found = latest_weights(self.run_dir)
+        assert found is not None and found[0] >= version
+        return {"path": str(found[1]), "version": found[0]}
 
-    async def _update_from_sources(self, sources: WeightSourcesConfig) -> bool:
-        newest = await self._newest_on_sources(sources)
-        if newest is None or newest <= self.version:
-            return False
-        body = {"source": sources.sources, "version": newest}
-        seconds = await self._post_everywhere(body)
-        if seconds is None:
-            return False  # asked again on the next poll
-        self._loaded(newest, seconds)
-        return True
+    async def close(self) -> None:
+        pass
 
-    async def _newest_on_sources(self, sources: WeightSourcesConfig) -> int | None:
-        """The newest version any source has; None when none has one or none answers."""
-        if self._http is None:
-            token = token_or_env(sources.token)
-            headers = {"Authorization": f"Bearer {token}"} if token else {}
-            self._http = httpx.AsyncClient(headers=headers, timeout=10.0)
 
+class BroadcastWeights:
+    """Versions shardcast sources have; servers fetch them from there."""
+
+    def __init__(self, config: WeightSourcesConfig, complain: Any) -> None:
+        self.config = config
+        self.complain = complain
+        token = token_or_env(config.token)
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self._http = httpx.AsyncClient(headers=headers, timeout=10.0)
+
+    async def newest(self) -> int | None:
         async def ask(url: str) -> int | None:
             try:
                 response = await self._http.get(f"{url.rstrip('/')}/versions")
                 response.raise_for_status()
                 return response.json()["latest"]
             except (httpx.HTTPError, ValueError, KeyError) as e:
-                self._complain(f"broadcast source {url} does not answer ({e})")
+                self.complain(f"broadcast source {url} does not answer ({e})")
                 return None
 
-        answers = await asyncio.gather(*(ask(url) for url in sources.sources))
+        answers = await asyncio.gather(*(ask(url) for url in self.config.sources))
         return max((a for a in answers if a is not None), default=None)
 
-    async def _post_everywhere(self, body: dict[str, Any]) -> dict[str, float] | None:
-        """POST /update_weights to every live server; the seconds each took, or None if one refused (its
-        fetch failed: the version is asked for again on the next poll)."""
+    def update_body(self, version: int) -> dict[str, Any]:
+        return {"source": self.config.sources, "version": version}
 
-        async def one(client: Any) -> tuple[str, float, str | None]:
-            start = time.perf_counter()
-            try:
-                await client.post("/update_weights", body)
-            except ModelUnavailableError as e:
-                self.pool.dead.add(client.base_url)
-                log.error("inference server %s is down (%s)", client.base_url, e)
-            except ModelRequestError as e:
-                return client.base_url, time.perf_counter() - start, str(e)
-            return client.base_url, time.perf_counter() - start, None
+    async def close(self) -> None:
+        await self._http.aclose()
 
-        results = await asyncio.gather(*(one(c) for c in self.pool.live()))
-        refused = [problem for _, _, problem in results if problem is not None]
-        if refused:
-            self._complain(f"weights v{body['version']} not loaded everywhere: {refused[0]}; retrying")
-            return None
-        return {url: seconds for url, seconds, _ in results}
+
+class WeightWatcher:
+    """Tracks the policy version the servers serve; `update` loads anything newer its source has. As an
+    async context manager it keeps them fresh in a task of its own (`keep_fresh`)."""
+
+    def __init__(
+        self,
+        run_dir: Path,
+        pool: InferencePool,
+        version: int = 0,
+        sources: WeightSourcesConfig | None = None,
+        attempts: int = 5,
+        backoff_s: float = 1.0,
+    ) -> None:
+        self.pool = pool
+        self.version = version
+        self.attempts, self.backoff_s = attempts, backoff_s
+        self._last_complaint = 0.0
+        self.source: WeightSource = (
+            BroadcastWeights(sources, self._complain) if sources is not None and sources.sources
+            else RunDirWeights(run_dir)
+        )  # fmt: skip
+        self.last_update_s = 0.0
+        """How long the slowest server took to load the latest weights."""
+        self._refusals = 0
+        self._task: asyncio.Task | None = None
+
+    async def update(self) -> bool:
+        """Load the source's newest version on every live server if it is newer; whether it loaded. A
+        refusal waits out the backoff and returns False (the next call tries again); the last allowed
+        refusal raises WeightUpdateError."""
+        newest = await self.source.newest()
+        if newest is None or newest <= self.version:
+            return False
+        body = self.source.update_body(newest)
+        try:
+            seconds = await self.pool.update_weights(body)
+        except WeightsRefusedError as e:
+            self._refusals += 1
+            problem = f"weights v{body['version']} were refused: {e}"
+            if self._refusals >= self.attempts:
+                raise WeightUpdateError(f"{problem} (tried {self.attempts} times; stopping)") from None
+            delay = self.backoff_s * 2 ** (self._refusals - 1)
+            log.warning("%s; trying again in %.0fs (%d of %d)", problem, delay, self._refusals, self.attempts)
+            await asyncio.sleep(delay)
+            return False
+        self._refusals = 0
+        self.last_update_s = max(seconds.values(), default=0.0)
+        log.info("servers now serve weights v%d (%s)", body["version"],
+                 ", ".join(f"{s:.2f}s" for s in seconds.values()))  # fmt: skip
+        self.version = body["version"]
+        return True
 
     def _complain(self, message: str) -> None:
         """Log a problem that repeats every poll at most once per heartbeat."""
@@ -116,15 +151,36 @@ class WeightWatcher:
             self._last_complaint = now
 
     async def keep_fresh(self) -> None:
-        """Load each new version as soon as it is STABLE; the only caller of `update`, run as a task, so
-        one version is never loaded twice by concurrent callers."""
+        """Load each new version as soon as the source has it; the only caller of `update`, run as a task,
+        so one version is never loaded twice by concurrent callers."""
         try:
             while True:
                 await self.update()
                 await asyncio.sleep(POLL_S)
         finally:
-            if self._http is not None:
-                await self._http.aclose()
+            await self.source.close()
+
+    async def __aenter__(self) -> WeightWatcher:
+        self._task = asyncio.create_task(self.keep_fresh())
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._task is not None
+        self._task.cancel()
+        await asyncio.gather(self._task, return_exceptions=True)
+
+    async def guard(self, work: Awaitable[T]) -> T:
+        """`work`'s result; if keeping the weights fresh fails first, `work` is cancelled and that failure
+        raised, so a run whose weights cannot load stops at once rather than at its next wait."""
+        assert self._task is not None, "use `async with WeightWatcher(...)`"
+        job = asyncio.ensure_future(work)
+        await asyncio.wait([job, self._task], return_when=asyncio.FIRST_COMPLETED)
+        if not job.done():
+            job.cancel()
+            await asyncio.gather(job, return_exceptions=True)
+            self._task.result()  # raises what stopped it
+            raise RuntimeError("the weight watcher stopped without an error")
+        return job.result()
 
     async def wait_for(self, version: int, timeout_s: float, waiting: str) -> float:
         """Block until the servers serve at least `version` (loaded by `keep_fresh`); seconds waited.

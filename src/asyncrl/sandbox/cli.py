@@ -5,31 +5,12 @@ from __future__ import annotations
 import asyncio
 import sys
 
-from asyncrl.config_loader import load_subcommand
 from asyncrl.sandbox.client import SandboxClient
 from asyncrl.sandbox.config import SandboxExecConfig, SandboxServeConfig
 from asyncrl.sandbox.pool import SandboxPool
 from asyncrl.sandbox.result import Result
 
-USAGE = (
-    "usage: asyncrl sandbox serve [--host H] [--port P] [--token T] [--sandbox.key VALUE ...]\n"
-    "       asyncrl sandbox exec FILE [--timeout S] [--json] [--url URL] [--stdin FILE]"
-)
 TIMEOUT_EXIT = 124
-
-
-def main(argv: list[str]) -> int:
-    commands = {"serve": (SandboxServeConfig, list), "exec": (SandboxExecConfig, exec_overrides)}
-    loaded = load_subcommand("sandbox", USAGE, argv, commands)
-    if isinstance(loaded, int):
-        return loaded
-    _, config = loaded
-    if isinstance(config, SandboxServeConfig):
-        from asyncrl.sandbox.server import serve
-
-        serve(config)
-        return 0
-    return run_file(config)
 
 
 def exec_overrides(argv: list[str]) -> list[str]:
@@ -38,10 +19,14 @@ def exec_overrides(argv: list[str]) -> list[str]:
     return [part for arg in argv for part in (["--output", "json"] if arg == "--json" else [arg])]
 
 
+def serve_sandboxes(config: SandboxServeConfig) -> None:
+    from asyncrl.sandbox.server import serve
+
+    serve(config)
+
+
 def run_file(config: SandboxExecConfig) -> int:
-    if config.file is None:
-        print(USAGE, file=sys.stderr)
-        return 2
+    assert config.file is not None  # the command's check
     try:
         code = config.file.read_text()
         stdin = None

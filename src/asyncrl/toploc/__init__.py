@@ -4,18 +4,3 @@ The built-in engine builds the proofs while it generates (`"toploc": true`); `ve
 them, with the sampling and termination checks INTELLECT-2 added, by one prefill pass of the claimed
 model; `asyncrl toploc verify` does so for a rollouts file.
 """
-
-from asyncrl.toploc.errors import ProofFormatError, RolloutsFileError
-from asyncrl.toploc.rollouts import Rollout, read_rollouts, write_rollouts
-from asyncrl.toploc.verify import ReferenceModel, Verdict, verify_rollouts
-
-__all__ = [
-    "ProofFormatError",
-    "ReferenceModel",
-    "Rollout",
-    "RolloutsFileError",
-    "Verdict",
-    "read_rollouts",
-    "verify_rollouts",
-    "write_rollouts",
-]

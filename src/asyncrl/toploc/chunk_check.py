@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from asyncrl.config import ToplocConfig
+from asyncrl.toploc.config import ToplocConfig
 from asyncrl.toploc.proof import ChunkProof, chunk_top_k, claimed_bits
 
 MANTISSA_BITS = 7

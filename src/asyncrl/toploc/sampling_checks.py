@@ -22,8 +22,8 @@ from dataclasses import dataclass
 
 import torch
 
-from asyncrl.config import ToplocConfig
-from asyncrl.inference.sampling import GREEDY_BELOW, nucleus_logprobs
+from asyncrl.distributions import GREEDY_BELOW, nucleus_logprobs
+from asyncrl.toploc.config import ToplocConfig
 from asyncrl.toploc.rollouts import Rollout
 
 LEGITIMATE_STOPS = ("stop", "tool_calls")

@@ -15,9 +15,9 @@ from dataclasses import dataclass
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from asyncrl.config import ToplocConfig
-from asyncrl.models import load_model, load_tokenizer, resolve_model_path
+from asyncrl.models import DTYPES, eos_token_ids, load_model, load_tokenizer, resolve_model_path
 from asyncrl.toploc.chunk_check import ChunkCheck, check_chunks
+from asyncrl.toploc.config import ToplocConfig
 from asyncrl.toploc.errors import ProofFormatError
 from asyncrl.toploc.proof import ChunkProof
 from asyncrl.toploc.rollouts import Rollout
@@ -60,11 +60,8 @@ class ReferenceModel:
     @classmethod
     def load(cls, path: str, dtype: str = "float32") -> ReferenceModel:
         """Load a model dir (or `tiny`) to verify with, in `dtype`."""
-        from asyncrl.inference.engine import DTYPES
-        from asyncrl.inference.server import eos_token_ids
-
         tokenizer = load_tokenizer(path)
-        eos = eos_token_ids(str(resolve_model_path(path)), tokenizer)
+        eos = eos_token_ids(resolve_model_path(path), tokenizer)
         return cls(load_model(path, DTYPES[dtype]), tokenizer, eos)
 
     @property

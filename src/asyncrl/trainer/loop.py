@@ -9,10 +9,10 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from asyncrl.config import TrainerProcessConfig
 from asyncrl.models import load_tokenizer
 from asyncrl.run_dir import Sample, append_metrics, load_batch, step_dir, wait_for
 from asyncrl.trainer.checkpoint import find_checkpoint, load_checkpoint, save_checkpoint
+from asyncrl.trainer.config import TrainerProcessConfig
 from asyncrl.trainer.distributed import init_distributed
 from asyncrl.trainer.losses import resolve_loss
 from asyncrl.trainer.model_setup import build, publish, speed_figures

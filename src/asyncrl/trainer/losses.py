@@ -18,8 +18,8 @@ from dataclasses import dataclass
 
 import torch
 
-from asyncrl.config import LossConfig
 from asyncrl.errors import UserError
+from asyncrl.trainer.config import LossConfig
 
 
 @dataclass

@@ -9,7 +9,7 @@ import torch
 from torch.distributed.tensor import DTensor, distribute_tensor
 from torch.optim._muon import _adjust_lr
 
-from asyncrl.config import OptimConfig
+from asyncrl.trainer.config import OptimConfig
 
 
 def newton_schulz(

@@ -10,10 +10,10 @@ import time
 import torch
 from tqdm import tqdm
 
-from asyncrl.config import SFTProcessConfig, TrainerConfig
 from asyncrl.models import load_tokenizer
 from asyncrl.run_dir import Sample, append_metrics
 from asyncrl.trainer.checkpoint import find_checkpoint, load_checkpoint, save_checkpoint
+from asyncrl.trainer.config import SFTProcessConfig, TrainerConfig
 from asyncrl.trainer.distributed import Ranks, all_reduce_sum, init_distributed
 from asyncrl.trainer.losses import sft as sft_loss
 from asyncrl.trainer.model_setup import build, publish, speed_figures

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from asyncrl.config import LossConfig, TrainerConfig
 from asyncrl.run_dir import Sample
+from asyncrl.trainer.config import LossConfig, TrainerConfig
 from asyncrl.trainer.distributed import Ranks, all_reduce_sum
 from asyncrl.trainer.losses import LossFn, LossInputs
 from asyncrl.trainer.optim import lr_factor, set_lr

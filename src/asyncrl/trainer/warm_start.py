@@ -19,16 +19,10 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from asyncrl.config import (
-    CheckpointConfig,
-    ModelConfig,
-    OptimConfig,
-    SFTConfig,
-    SFTProcessConfig,
-    TrainerConfig,
-)
+from asyncrl.config import ModelConfig
 from asyncrl.envs.reverse_text import reverse_text_tasks, sft_records
 from asyncrl.run_dir import STABLE
+from asyncrl.trainer.config import CheckpointConfig, OptimConfig, SFTConfig, SFTProcessConfig, TrainerConfig
 from asyncrl.trainer.sft import run_sft
 
 WARM_UP_STEPS = 100

@@ -22,7 +22,7 @@ from safetensors.numpy import save_file
 from asyncrl.broadcast.config import BroadcastServeConfig
 from asyncrl.broadcast.server import NodeServer, build_node, create_app
 from asyncrl.broadcast.store import VersionStore
-from asyncrl.evals.server_process import stop_process
+from asyncrl.inference.server_process import stop_process
 
 
 def write_step(weights_dir: Path, step: int, tensors: dict[str, np.ndarray], stable: bool = True) -> Path:

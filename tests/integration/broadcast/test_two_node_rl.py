@@ -8,8 +8,9 @@ import json
 import pytest
 
 from asyncrl.broadcast.config import InferenceBroadcastConfig
-from asyncrl.config import InferenceConfig, ModelConfig
-from asyncrl.evals.server_process import InferenceServerProcess
+from asyncrl.config import ModelConfig
+from asyncrl.inference.config import InferenceConfig
+from asyncrl.inference.server_process import InferenceServerProcess
 from asyncrl.run_dir import read_metrics, step_dir
 from tests.integration.broadcast.nodes import NodeProcess, node_stats, same_files
 from tests.integration.orchestrator.test_rl_processes import STEPS

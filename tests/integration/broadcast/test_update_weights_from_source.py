@@ -12,8 +12,9 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from asyncrl.broadcast.config import InferenceBroadcastConfig
-from asyncrl.config import InferenceConfig, ModelConfig
-from asyncrl.evals.server_process import InferenceServerProcess
+from asyncrl.config import ModelConfig
+from asyncrl.inference.config import InferenceConfig
+from asyncrl.inference.server_process import InferenceServerProcess
 from tests.integration.broadcast.nodes import NodeThread, same_files
 
 

@@ -10,7 +10,7 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 
 from asyncrl.broadcast.config import WeightSourcesConfig
-from asyncrl.config import ClientConfig
+from asyncrl.orchestrator.config import ClientConfig
 from asyncrl.orchestrator.pool import InferencePool
 from asyncrl.orchestrator.weights import WeightWatcher
 from tests.integration.broadcast.nodes import AppThread, NodeThread, random_tensors, write_step

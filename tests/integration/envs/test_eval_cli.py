@@ -7,7 +7,7 @@ import subprocess
 import sys
 import time
 
-from asyncrl.evals.server_process import free_port
+from asyncrl.inference.server_process import free_port
 
 
 def _eval(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:

@@ -9,15 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from asyncrl.config import (
-    InferenceServerConfig,
-    OrchestratorProcessConfig,
-    RLConfig,
-    TrainerProcessConfig,
-    load_config,
-)
+from asyncrl.config import load_config
 from asyncrl.config_loader import BaseConfig
+from asyncrl.inference.config import InferenceServerConfig
 from asyncrl.inference.vllm_launch import VLLM_SERVER_MODULE, build_launch, vllm_python
+from asyncrl.launcher.config import RLConfig
+from asyncrl.orchestrator.config import OrchestratorProcessConfig
+from asyncrl.trainer.config import TrainerProcessConfig
 
 CONFIGS = Path(__file__).resolve().parents[3] / "configs"
 COMMAND_OF = {

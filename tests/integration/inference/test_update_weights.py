@@ -18,7 +18,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
-from asyncrl.evals.server_process import InferenceServerProcess
+from asyncrl.inference.server_process import InferenceServerProcess
 
 LONG = 1500
 

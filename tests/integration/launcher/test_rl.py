@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from asyncrl.evals.server_process import free_port
+from asyncrl.inference.server_process import free_port
 from asyncrl.run_dir import read_metrics
 
 SMALL = [

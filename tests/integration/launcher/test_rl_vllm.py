@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from asyncrl.evals.server_process import free_port
+from asyncrl.inference.server_process import free_port
 from asyncrl.run_dir import load_batch, read_metrics
 
 SMALL = ["--orchestrator.batch-size", "8", "--orchestrator.group-size", "4",

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import torch
 
-from asyncrl.config import InferenceConfig
 from asyncrl.inference.backend import SamplingParams
+from asyncrl.inference.config import InferenceConfig
 from asyncrl.inference.engine import TorchEngine
 from asyncrl.models import load_model
 from asyncrl.toploc.rollouts import Rollout

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from asyncrl.config import ToplocConfig
+from asyncrl.toploc.config import ToplocConfig
 from asyncrl.toploc.rollouts import Rollout
 from asyncrl.toploc.verify import Verdict, verify_rollouts
 from tests.integration.toploc.engine_rollouts import generate, prompts

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from asyncrl.config import ToplocConfig
+from asyncrl.toploc.config import ToplocConfig
 from asyncrl.toploc.verify import verify_rollouts
 from tests.integration.toploc.engine_rollouts import EOS, generate, prompts
 

@@ -8,8 +8,10 @@ import math
 import httpx
 import pytest
 
-from asyncrl.config import InferenceConfig, ModelConfig, ToplocConfig
-from asyncrl.evals.server_process import InferenceServerProcess
+from asyncrl.config import ModelConfig
+from asyncrl.inference.config import InferenceConfig
+from asyncrl.inference.server_process import InferenceServerProcess
+from asyncrl.toploc.config import ToplocConfig
 from asyncrl.toploc.rollouts import Rollout
 from asyncrl.toploc.verify import verify_rollouts
 

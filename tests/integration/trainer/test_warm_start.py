@@ -5,12 +5,14 @@ from __future__ import annotations
 import pytest
 import torch
 
+from asyncrl.builtin_models import resolve_model_name, warm_model_dir
 from asyncrl.envs.parsers import Parser
 from asyncrl.envs.reverse_text import lcs_ratio, reverse_text_tasks
-from asyncrl.models import load_model, load_tokenizer, warm_model_dir
+from asyncrl.models import load_model, load_tokenizer
 
 
-def _greedy_reward(model_path: str) -> float:
+def _greedy_reward(name: str) -> float:
+    model_path = resolve_model_name(name)
     model, tokenizer = load_model(model_path), load_tokenizer(model_path)
     rewards = []
     for task in reverse_text_tasks(16, seed=123, min_chars=3, max_chars=8):

@@ -8,8 +8,8 @@ import base64
 import pytest
 import torch
 
-from asyncrl.config import InferenceConfig
 from asyncrl.inference.backend import EngineDeadError, InvalidRequestError, SamplingParams
+from asyncrl.inference.config import InferenceConfig
 from asyncrl.inference.engine import TorchEngine, _Request, _Sequence
 from asyncrl.inference.kv_cache import SlotKVCache
 

@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from asyncrl.config import ConfigError, InferenceServerConfig, load_config
+from asyncrl.config import ConfigError, load_config
 from asyncrl.inference import vllm_launch
+from asyncrl.inference.config import InferenceServerConfig
 from asyncrl.inference.vllm_launch import (
     WORKER_MODULE,
     VLLMProcessError,

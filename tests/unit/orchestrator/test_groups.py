@@ -10,10 +10,10 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
-from asyncrl.config import ClientConfig, OrchestratorConfig
 from asyncrl.envs.client import ChatTurn, ModelClient
 from asyncrl.envs.environment import Environment, Rollout
 from asyncrl.envs.rubric import Rubric
+from asyncrl.orchestrator.config import ClientConfig, OrchestratorConfig
 from asyncrl.orchestrator.groups import Group, GroupStream
 from asyncrl.orchestrator.loop import to_samples
 from asyncrl.orchestrator.pool import InferencePool

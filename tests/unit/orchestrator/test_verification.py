@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from asyncrl.config import SamplingConfig, VerifyConfig
+from asyncrl.config import SamplingConfig
 from asyncrl.envs.client import ChatTurn
 from asyncrl.envs.environment import Rollout
+from asyncrl.orchestrator.config import VerifyConfig
 from asyncrl.orchestrator.groups import Group
 from asyncrl.orchestrator.verification import RolloutVerifier, single_policy
 

@@ -6,9 +6,9 @@ import base64
 
 import torch
 
-from asyncrl.config import ToplocConfig
 from asyncrl.toploc.builder import build_proofs
 from asyncrl.toploc.chunk_check import check_chunks
+from asyncrl.toploc.config import ToplocConfig
 from asyncrl.toploc.proof import ChunkProof
 
 CONFIG = ToplocConfig()

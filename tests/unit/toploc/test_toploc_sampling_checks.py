@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from asyncrl.config import ToplocConfig
-from asyncrl.inference.sampling import nucleus_logprobs
+from asyncrl.distributions import nucleus_logprobs
+from asyncrl.toploc.config import ToplocConfig
 from asyncrl.toploc.rollouts import Rollout
 from asyncrl.toploc.sampling_checks import (
     SamplingCheck,

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from asyncrl.config import LossConfig
+from asyncrl.trainer.config import LossConfig
 from asyncrl.trainer.losses import (
     LossImportError,
     LossInputs,

@@ -3,8 +3,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from asyncrl.config import OptimConfig
 from asyncrl.models import load_model
+from asyncrl.trainer.config import OptimConfig
 from asyncrl.trainer.optim import ShardedMuon, build_optimizers, lr_factor
 
 

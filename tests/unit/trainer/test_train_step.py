@@ -3,7 +3,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from asyncrl.config import ModelConfig, TrainerConfig
+from asyncrl.config import ModelConfig
+from asyncrl.trainer.config import TrainerConfig
 from asyncrl.trainer.distributed import Ranks
 from asyncrl.trainer.losses import masked_is
 from asyncrl.trainer.model_setup import build

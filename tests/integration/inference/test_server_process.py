@@ -2,8 +2,9 @@ from __future__ import annotations
 
 import pytest
 
-from asyncrl.config import InferenceConfig, ModelConfig
-from asyncrl.evals.server_process import InferenceServerProcess, ServerStartError
+from asyncrl.config import ModelConfig
+from asyncrl.inference.config import InferenceConfig
+from asyncrl.inference.server_process import InferenceServerProcess, ServerStartError
 
 
 def test_a_taken_port_is_an_error_not_someone_elses_server(server, tmp_path):

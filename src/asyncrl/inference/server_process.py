@@ -10,9 +10,10 @@ from pathlib import Path
 
 import httpx
 
-from asyncrl.config import InferenceConfig, InferenceServerConfig, ModelConfig
+from asyncrl.config import ModelConfig
 from asyncrl.config_loader import to_toml
 from asyncrl.errors import UserError
+from asyncrl.inference.config import InferenceConfig, InferenceServerConfig
 
 
 class ServerStartError(UserError):

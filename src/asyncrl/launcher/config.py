@@ -1,0 +1,42 @@
+"""Config of `asyncrl rl`: the three processes' sections composed into one run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+
+from asyncrl.config import ModelConfig, OutputDir
+from asyncrl.config_loader import BaseConfig
+from asyncrl.inference.config import InferenceConfig
+from asyncrl.orchestrator.config import OrchestratorConfig
+from asyncrl.trainer.config import TrainerConfig
+
+
+class RLConfig(BaseConfig):
+    """`asyncrl rl`: inference, orchestrator and trainer together on this machine."""
+
+    output_dir: OutputDir = Path("runs/default")
+    """Run directory (config.toml, metrics.jsonl, report.png, rollouts/, weights/, logs/, ...)."""
+
+    max_steps: int = Field(30, ge=1)
+    """Optimizer steps (one batch each)."""
+
+    seed: int = 0
+    """Seed of the task order, the sampler and the trainer."""
+
+    resume: bool = False
+    """Continue a stopped run in output_dir: the trainer from its latest checkpoint, the orchestrator
+    from its last batch."""
+
+    model: ModelConfig = ModelConfig()
+    """The starting model."""
+
+    inference: InferenceConfig = InferenceConfig(num_threads=1)
+    """The inference server (one, on this machine)."""
+
+    orchestrator: OrchestratorConfig = OrchestratorConfig()
+    """The orchestrator (its client.base_urls are set to the local server)."""
+
+    trainer: TrainerConfig = TrainerConfig(num_threads=1)
+    """The trainer."""

@@ -1,0 +1,141 @@
+"""Config of the orchestrator (`asyncrl orchestrator`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, model_validator
+
+from asyncrl.broadcast.config import WeightSourcesConfig
+from asyncrl.config import ModelConfig, OutputDir, SamplingConfig
+from asyncrl.config_loader import BaseConfig
+
+
+class EnvSpec(BaseConfig):
+    name: str = "reverse-text"
+    """Environment name (`asyncrl env list`)."""
+
+    args: dict[str, Any] = {}
+    """Keyword arguments of its load_environment."""
+
+
+class ClientConfig(BaseConfig):
+    base_urls: list[str] = Field(["http://127.0.0.1:8000"], min_length=1)
+    """Inference servers (at least one); each rollout goes to the least loaded live one."""
+
+    timeout_s: float = Field(600.0, gt=0)
+    """Give up on one model request after this long."""
+
+    retries: int = Field(2, ge=0)
+    """Retries on one server before it is marked dead and its rollouts move to the others."""
+
+
+class VerifyConfig(BaseConfig):
+    fraction: float = Field(0.0, ge=0, le=1)
+    """Share of rollouts whose TOPLOC proofs and sampling the orchestrator checks against the weights
+    that generated them; a group with a failing rollout is dropped from its batch and counted. Turns
+    generated across a weight update (two policies) cannot be checked and are counted as skipped."""
+
+    rollouts_file: bool = False
+    """Write every batch's turns, with their proofs, to toploc/step_<N>.jsonl (the rollouts file of
+    `asyncrl toploc verify`, plus each line's `policy_version`)."""
+
+    @property
+    def proofs(self) -> bool:
+        """Whether generation must build proofs."""
+        return self.fraction > 0 or self.rollouts_file
+
+
+class OrchestratorConfig(BaseConfig):
+    env: EnvSpec = EnvSpec()
+    """The environment rollouts come from."""
+
+    batch_size: int = Field(64, ge=1)
+    """Rollouts per step (a multiple of group_size)."""
+
+    group_size: int = Field(8, ge=1)
+    """Rollouts per task; advantages are relative to the group's mean reward."""
+
+    max_inflight: int = Field(64, ge=1)
+    """Rollouts running at once across all servers."""
+
+    async_level: int = Field(1, ge=0)
+    """Steps the orchestrator may run ahead of the newest weights (0: synchronous, on-policy)."""
+
+    max_off_policy_steps: int = Field(2, ge=1)
+    """Step N trains only on samples from policies >= N - max_off_policy_steps; staler ones are
+    discarded and counted (1 means strictly on-policy)."""
+
+    normalize_advantages: bool = False
+    """Divide group advantages by the group's reward std."""
+
+    drop_zero_advantage: bool = False
+    """Leave out groups whose rewards are all equal (they carry no signal)."""
+
+    mask_truncated: bool = False
+    """Train on no token of a rollout cut off at sampling.max_tokens (it still counts in its group's
+    mean reward)."""
+
+    max_seq_len: int | None = Field(None, ge=1)
+    """Drop groups with a rollout longer than this many tokens (prompt included), and count them."""
+
+    difficulty_filter: bool = False
+    """Online difficulty filtering: a group whose every reward is >= easy_reward or <= hard_reward is
+    dropped, and its task is retired from later epochs."""
+
+    easy_reward: float = 1.0
+    """difficulty_filter: a task whose whole group reaches this is too easy."""
+
+    hard_reward: float = 0.0
+    """difficulty_filter: a task whose whole group stays at or below this is too hard."""
+
+    samples_per_step: int = Field(4, ge=0)
+    """Decoded rollouts written to samples/step_<N>.jsonl for people to read."""
+
+    weights_timeout_s: float = Field(3600.0, gt=0)
+    """Give up waiting for the trainer's weights after this long."""
+
+    weights_update_attempts: int = Field(5, ge=1)
+    """Tries of a weights version the inference servers refuse (a corrupt or mismatched weights dir, a fetch
+    that failed), 1 s apart and doubling, each logged with the server's message; after the last the run
+    stops with it."""
+
+    weights: WeightSourcesConfig = WeightSourcesConfig()
+    """Where the inference servers get new weights: the run dir, or shardcast sources (no shared disk)."""
+
+    sampling: SamplingConfig = SamplingConfig()
+    """Sampling of every model turn."""
+
+    client: ClientConfig = ClientConfig()
+    """The inference servers."""
+
+    verify: VerifyConfig = VerifyConfig()
+    """TOPLOC: checking that rollouts came from the claimed weights."""
+
+    @model_validator(mode="after")
+    def _whole_groups(self) -> OrchestratorConfig:
+        if self.batch_size % self.group_size:
+            raise ValueError(
+                f"batch_size {self.batch_size} must be a multiple of group_size {self.group_size}"
+            )
+        return self
+
+
+class OrchestratorProcessConfig(BaseConfig):
+    """`asyncrl orchestrator`: rollouts from the inference servers into batches for the trainer."""
+
+    output_dir: OutputDir = Path("runs/default")
+    """Run directory shared with the trainer: rollouts/ are written, weights/ watched."""
+
+    max_steps: int = Field(30, ge=1)
+    """Batches to produce."""
+
+    seed: int = 0
+    """Seed of the task order."""
+
+    model: ModelConfig = ModelConfig()
+    """The model the inference servers serve (its path is the name requests use)."""
+
+    orchestrator: OrchestratorConfig = OrchestratorConfig()
+    """The orchestrator."""
