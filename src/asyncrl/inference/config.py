@@ -9,6 +9,7 @@ from pydantic import ConfigDict, Field, model_validator
 from asyncrl.broadcast.config import InferenceBroadcastConfig
 from asyncrl.config import ModelConfig
 from asyncrl.config_loader import BaseConfig
+from asyncrl.toploc.config import ProofConfig
 
 
 class VLLMConfig(BaseConfig):
@@ -96,10 +97,8 @@ class InferenceConfig(BaseConfig):
     reasoning_parser: Literal["deepseek_r1", "off"] = "off"
     """Split `<think>...</think>` out of chat answers into `reasoning_content` ("off": left as text)."""
 
-    toploc: bool = False
-    """Build TOPLOC proofs of every generation (a request can also ask with `"toploc": true`); each choice
-    then carries `toploc_proofs`, one per 32 tokens (ToplocConfig's default chunk_size and top_k). Torch
-    backend only."""
+    toploc: ProofConfig = ProofConfig()
+    """TOPLOC proofs of generations (`inference.toploc = true` proves every one)."""
 
     vllm: VLLMConfig = VLLMConfig()
     """vLLM, when backend = "vllm": how asyncrl starts it. Any other key here is a vLLM engine argument,
@@ -107,7 +106,7 @@ class InferenceConfig(BaseConfig):
 
     @model_validator(mode="after")
     def _proofs_need_the_torch_engine(self) -> InferenceConfig:
-        if self.toploc and self.backend != "torch":
+        if self.toploc.enabled and self.backend != "torch":
             raise ValueError('toploc proofs are built by the torch backend only: set backend = "torch"')
         return self
 

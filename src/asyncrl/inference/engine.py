@@ -32,7 +32,6 @@ from asyncrl.inference.proof_capture import ProofCapture
 from asyncrl.inference.sampling import sample
 from asyncrl.inference.weights import read_weights
 from asyncrl.models import DTYPES, load_model, load_tokenizer
-from asyncrl.toploc.config import ToplocConfig
 
 IDLE_POLL_S = 0.5
 
@@ -89,7 +88,7 @@ class TorchEngine(Backend):
             ("tokens", "prompt_tokens", "finished", "decode_steps", "decode_rows", "weight_updates"), 0
         )
         self._last_weight_update_s = 0.0
-        self._toploc = ToplocConfig()
+        self._toploc = config.toploc
         self._proofs: ProofCapture | None = None
         """Made when the first sequence asks for TOPLOC proofs."""
         self._load()

@@ -14,11 +14,11 @@ from collections.abc import Callable
 import torch
 
 from asyncrl.toploc.builder import ProofEncoder
-from asyncrl.toploc.config import ToplocConfig
+from asyncrl.toploc.config import ProofConfig
 
 
 class ProofCapture:
-    def __init__(self, n_slots: int, hidden_size: int, dtype: torch.dtype, config: ToplocConfig) -> None:
+    def __init__(self, n_slots: int, hidden_size: int, dtype: torch.dtype, config: ProofConfig) -> None:
         self.chunk_size = config.chunk_size
         self.states = torch.zeros(n_slots, config.chunk_size, hidden_size, dtype=dtype)
         self.encoder = ProofEncoder(min(config.top_k, hidden_size))

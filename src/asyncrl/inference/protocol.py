@@ -51,7 +51,7 @@ class _Request(BaseModel):
     """Extension: keep generating past EOS until `max_tokens` (benchmarks)."""
     toploc: bool = False
     """asyncrl extension: each choice also carries `toploc_proofs`, base64 TOPLOC proofs of its tokens, one
-    per 32-token chunk (also on when the server is started with inference.toploc)."""
+    per inference.toploc.chunk_size tokens (also on when the server runs with inference.toploc = true)."""
 
     def stop_strings(self) -> tuple[str, ...]:
         if self.stop is None:

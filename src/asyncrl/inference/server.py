@@ -167,7 +167,7 @@ def create_app(
         await backend.stop()
 
     app = FastAPI(title="asyncrl inference", lifespan=lifespan)
-    served = Served(backend, tokenizer, name, eos, config.toploc)
+    served = Served(backend, tokenizer, name, eos, config.toploc.enabled)
     registry = engine_registry(backend)
 
     @app.exception_handler(APIError)

@@ -10,6 +10,7 @@ from pydantic import Field, model_validator
 from asyncrl.broadcast.config import WeightSourcesConfig
 from asyncrl.config import ModelConfig, OutputDir, SamplingConfig
 from asyncrl.config_loader import BaseConfig
+from asyncrl.toploc.config import ToplocConfig
 
 
 class EnvSpec(BaseConfig):
@@ -40,6 +41,9 @@ class VerifyConfig(BaseConfig):
     rollouts_file: bool = False
     """Write every batch's turns, with their proofs, to toploc/step_<N>.jsonl (the rollouts file of
     `asyncrl toploc verify`, plus each line's `policy_version`)."""
+
+    toploc: ToplocConfig = ToplocConfig()
+    """The checks' thresholds (the proofs' chunk size and top-k are read from the proofs)."""
 
     @property
     def proofs(self) -> bool:

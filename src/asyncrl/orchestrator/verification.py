@@ -23,7 +23,6 @@ from asyncrl.errors import UserError
 from asyncrl.orchestrator.config import VerifyConfig
 from asyncrl.orchestrator.groups import Group
 from asyncrl.run_dir import STABLE
-from asyncrl.toploc.config import ToplocConfig
 from asyncrl.toploc.rollouts import Rollout
 from asyncrl.toploc.verify import ReferenceModel, verify_rollouts
 
@@ -94,7 +93,7 @@ class RolloutVerifier:
         self, run_dir: Path, base_model: str, config: VerifyConfig, sampling: SamplingConfig, seed: int
     ) -> None:
         self.run_dir, self.base_model, self.config, self.sampling = run_dir, base_model, config, sampling
-        self.toploc = ToplocConfig()
+        self.toploc = config.toploc
         torch.set_num_threads(1)  # the orchestrator shares the CPU with inference and the trainer
         self.rng = random.Random(seed)
         self._models: dict[int, ReferenceModel] = {}

@@ -33,12 +33,11 @@ class ChunkCheck:
 
 
 def check_chunks(
-    sequences: list[tuple[list[ChunkProof], torch.Tensor]], top_k: int, config: ToplocConfig
+    sequences: list[tuple[list[ChunkProof], torch.Tensor]], size: int, top_k: int, config: ToplocConfig
 ) -> list[list[ChunkCheck]]:
-    """Check each sequence's `proofs`, one per `config.chunk_size` tokens, against the recomputed last
-    hidden states [n, H] of those tokens. All chunks of all sequences go through one top-k and one
-    polynomial evaluation, whose fixed costs dwarf a single chunk's."""
-    size = config.chunk_size
+    """Check each sequence's `proofs`, one per `size` tokens, against the recomputed last hidden states
+    [n, H] of those tokens. All chunks of all sequences go through one top-k and one polynomial
+    evaluation, whose fixed costs dwarf a single chunk's."""
     chunks = sum(len(proofs) for proofs, _ in sequences)
     width = sequences[0][1].shape[1] if sequences else 0
     padded = torch.zeros(chunks, size, width, dtype=sequences[0][1].dtype if sequences else torch.float32)

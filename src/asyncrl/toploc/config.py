@@ -3,19 +3,45 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from asyncrl.config import ModelConfig
 from asyncrl.config_loader import BaseConfig
 
 
-class ToplocConfig(BaseConfig):
-    chunk_size: int = Field(32, ge=1)
+class ProofConfig(BaseConfig):
+    """How the engine builds TOPLOC proofs (`[inference.toploc]`); each proof records its chunk size and
+    top-k, so a verifier always checks it with the settings it was built with."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_flag(cls, value: Any) -> Any:
+        """`inference.toploc = true` is short for `inference.toploc.enabled = true`."""
+        return {"enabled": value} if isinstance(value, bool) else value
+
+    enabled: bool = False
+    """Prove every generation (a request can also ask with `"toploc": true`); each choice then carries
+    `toploc_proofs`, one per chunk_size tokens. Torch backend only."""
+
+    chunk_size: int = Field(32, ge=1, le=65535)
     """Generated tokens covered by one proof."""
 
     top_k: int = Field(128, ge=1)
     """Last-hidden-state values (largest magnitudes) one proof commits to; at most the hidden size."""
+
+
+class ToplocConfig(BaseConfig):
+    """The checks of TOPLOC proofs and of the sampling behind them."""
+
+    chunk_size: int | None = Field(None, ge=1)
+    """The chunk size the proofs must have been built with (default: the one they record); proofs built
+    with another are an error, not a failed rollout."""
+
+    top_k: int | None = Field(None, ge=1)
+    """The top-k the proofs must commit to (default: the one they record); proofs built with another are
+    an error."""
 
     max_exp_mismatches: int = Field(38, ge=0)
     """A chunk fails when more of its top-k values than this differ in sign or exponent from the

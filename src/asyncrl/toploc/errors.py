@@ -6,7 +6,13 @@ from asyncrl.errors import UserError
 
 
 class ProofFormatError(ValueError):
-    """A proof is not base64 of a 2-byte modulus plus 2-byte coefficients; its chunk fails verification."""
+    """A proof is not base64 of a 2-byte chunk size, a 2-byte modulus and 2-byte coefficients; its rollout
+    fails verification."""
+
+
+class ProofSettingsError(UserError):
+    """Proofs were built with another chunk size or top-k than the verifier was told to check, or the
+    rollouts of one verification disagree on them."""
 
 
 class ProofBuildError(ValueError):

@@ -3,9 +3,10 @@
 For a chunk of n tokens, the model's last hidden states (after the final norm, the input of the LM head)
 [n, H] are flattened and the k values of largest magnitude taken. Their flat indices, reduced by the
 largest modulus m <= 65497 that keeps them distinct, are the points at which a polynomial over
-GF(65497) takes their bfloat16 bit patterns. The proof is m (2 bytes) then the k coefficients (2 bytes
-each), little-endian: 258 bytes for k = 128, base64 on the wire. A verifier evaluates the polynomial at
-its own top-k indices to read back the values the generator claims there.
+GF(65497) takes their bfloat16 bit patterns. The proof is the chunk size it was built with (2 bytes), m (2
+bytes), then the k coefficients (2 bytes each), little-endian: 260 bytes for k = 128, base64 on the wire;
+so a proof records its chunk size and top-k (the number of coefficients). A verifier evaluates the
+polynomial at its own top-k indices to read back the values the generator claims there.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ import torch
 from asyncrl.toploc.errors import ProofFormatError
 from asyncrl.toploc.field import MIN_MODULUS, PRIME, evaluate, injective_moduli, interpolate
 
-HEADER_BYTES = 2
+HEADER_BYTES = 4
+"""The chunk size, then the modulus."""
 COEFFICIENT_BYTES = 2
 
 
@@ -41,19 +43,22 @@ def chunk_top_k(hidden: torch.Tensor, lengths: torch.Tensor, k: int) -> tuple[to
     return indices, bf16_bits(hidden.reshape(rows, -1).gather(1, indices))
 
 
-def encode(indices: np.ndarray, bits: np.ndarray) -> list[bytes]:
-    """Proofs for the chunks whose top-k flat indices and bfloat16 bit patterns are `indices` and
-    `bits` ([M, k] each)."""
+def encode(indices: np.ndarray, bits: np.ndarray, chunk_size: int) -> list[bytes]:
+    """Proofs for the chunks of `chunk_size` tokens whose top-k flat indices and bfloat16 bit patterns are
+    `indices` and `bits` ([M, k] each)."""
     moduli = injective_moduli(indices)
     coefficients = interpolate(indices % moduli[:, None], bits)
+    size = chunk_size.to_bytes(2, "little")
     return [
-        int(modulus).to_bytes(HEADER_BYTES, "little") + row.astype("<u2").tobytes()
+        size + int(modulus).to_bytes(2, "little") + row.astype("<u2").tobytes()
         for modulus, row in zip(moduli, coefficients, strict=True)
     ]
 
 
 @dataclass(frozen=True)
 class ChunkProof:
+    chunk_size: int
+    """Tokens per chunk of the generation this proof belongs to (its last chunk may hold fewer)."""
     modulus: int
     coefficients: np.ndarray
     """[k] field elements, lowest degree first."""
@@ -65,12 +70,15 @@ class ChunkProof:
         except (binascii.Error, ValueError):
             raise ProofFormatError("the proof is not valid base64") from None
         if len(raw) <= HEADER_BYTES or (len(raw) - HEADER_BYTES) % COEFFICIENT_BYTES:
-            raise ProofFormatError(f"the proof has {len(raw)} bytes, not 2 + 2 per coefficient")
-        modulus = int.from_bytes(raw[:HEADER_BYTES], "little")
+            raise ProofFormatError(f"the proof has {len(raw)} bytes, not 4 + 2 per coefficient")
+        chunk_size = int.from_bytes(raw[:2], "little")
+        modulus = int.from_bytes(raw[2:HEADER_BYTES], "little")
         coefficients = np.frombuffer(raw[HEADER_BYTES:], dtype="<u2").astype(np.uint64)
+        if not chunk_size:
+            raise ProofFormatError("the proof records a chunk size of 0")
         if not MIN_MODULUS <= modulus <= PRIME or (coefficients >= PRIME).any():
             raise ProofFormatError("the proof holds numbers outside the field")
-        return cls(modulus, coefficients)
+        return cls(chunk_size, modulus, coefficients)
 
     @property
     def top_k(self) -> int:

@@ -18,7 +18,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from asyncrl.models import DTYPES, eos_token_ids, load_model, load_tokenizer, resolve_model_path
 from asyncrl.toploc.chunk_check import ChunkCheck, check_chunks
 from asyncrl.toploc.config import ToplocConfig
-from asyncrl.toploc.errors import ProofFormatError
+from asyncrl.toploc.errors import ProofFormatError, ProofSettingsError
 from asyncrl.toploc.proof import ChunkProof
 from asyncrl.toploc.rollouts import Rollout
 from asyncrl.toploc.sampling_checks import (
@@ -77,15 +77,25 @@ def verify_rollouts(
     reference: ReferenceModel, rollouts: Sequence[Rollout], config: ToplocConfig
 ) -> list[Verdict]:
     """A verdict per rollout: its proofs match the model's recomputed hidden states, its tokens are
-    plausible at its claimed temperature and top-p, and it ended legitimately."""
-    top_k = min(config.top_k, reference.hidden_size)
+    plausible at its claimed temperature and top-p, and it ended legitimately. The proofs are checked with
+    the chunk size and top-k they record; ProofSettingsError when `config` names others."""
     verdicts: list[Verdict | None] = [None] * len(rollouts)
     proofs: dict[int, list[ChunkProof]] = {}
     for i, rollout in enumerate(rollouts):
         try:
-            proofs[i] = _parse_proofs(rollout, reference, top_k, config)
+            proofs[i] = _parse_proofs(rollout, reference)
         except _Unverifiable as e:
             verdicts[i] = Verdict(False, (str(e),))
+    chunk_size, top_k = _settings([p for parsed in proofs.values() for p in parsed[:1]], config)
+    for i in list(proofs):
+        expected = math.ceil(len(rollouts[i].token_ids) / chunk_size)
+        if len(proofs[i]) != expected:
+            tokens = len(rollouts[i].token_ids)
+            problem = (
+                f"{len(proofs[i])} proofs for {tokens} tokens; expected {expected} (one per {chunk_size})"
+            )
+            verdicts[i] = Verdict(False, (problem,))
+            del proofs[i]
     with torch.inference_mode():
         for batch in _batches(rollouts, list(proofs)):
             hidden = _last_hidden_states(reference.model, [rollouts[i] for i in batch])
@@ -93,15 +103,35 @@ def verify_rollouts(
             for row, i in enumerate(batch):
                 start = len(rollouts[i].prompt_token_ids) - 1
                 states.append(hidden[row, start : start + len(rollouts[i].token_ids)])
-            chunks = check_chunks([(proofs[i], s) for i, s in zip(batch, states, strict=True)], top_k, config)
+            sequences = [(proofs[i], s) for i, s in zip(batch, states, strict=True)]
+            chunks = check_chunks(sequences, chunk_size, top_k, config)
             for i, checks, generated in zip(batch, chunks, states, strict=True):
                 verdicts[i] = _judge(rollouts[i], checks, generated, reference, config)
     return verdicts  # type: ignore[return-value]
 
 
-def _parse_proofs(
-    rollout: Rollout, reference: ReferenceModel, top_k: int, config: ToplocConfig
-) -> list[ChunkProof]:
+def _settings(firsts: list[ChunkProof], config: ToplocConfig) -> tuple[int, int]:
+    """The chunk size and top-k every rollout's proofs were built with (one proof of each is enough: a
+    rollout's own proofs agree, `_parse_proofs` checked); config's defaults where there are none."""
+    recorded = {(p.chunk_size, p.top_k) for p in firsts}
+    if len(recorded) > 1:
+        listed = ", ".join(f"chunk_size {c} and top_k {k}" for c, k in sorted(recorded))
+        raise ProofSettingsError(f"these rollouts' proofs were built with different settings ({listed}); "
+                                 "verify each kind separately")  # fmt: skip
+    chunk_size, top_k = recorded.pop() if recorded else (config.chunk_size or 1, config.top_k or 1)
+    for name, wanted, built in (
+        ("chunk_size", config.chunk_size, chunk_size),
+        ("top_k", config.top_k, top_k),
+    ):
+        if wanted is not None and wanted != built:
+            raise ProofSettingsError(
+                f"the proofs were built with {name} {built}, not the {wanted} asked for: verify with "
+                f"--toploc.{name.replace('_', '-')} {built}, or leave it out to use what the proofs record"
+            )
+    return chunk_size, top_k
+
+
+def _parse_proofs(rollout: Rollout, reference: ReferenceModel) -> list[ChunkProof]:
     """The rollout's proofs, or _Unverifiable saying why it cannot be checked at all."""
     vocab = reference.model.config.vocab_size
     bad = [t for t in (*rollout.prompt_token_ids, *rollout.token_ids) if not 0 <= t < vocab]
@@ -111,20 +141,19 @@ def _parse_proofs(
         raise _Unverifiable(
             f"{_length(rollout)} tokens exceed the model's context of {reference.context_len}"
         )
-    expected = math.ceil(len(rollout.token_ids) / config.chunk_size)
-    if len(rollout.toploc_proofs) != expected:
-        raise _Unverifiable(
-            f"{len(rollout.toploc_proofs)} proofs for {len(rollout.token_ids)} tokens; expected {expected} "
-            f"(one per {config.chunk_size})"
-        )
     proofs = []
     for chunk, text in enumerate(rollout.toploc_proofs):
         try:
             proof = ChunkProof.from_base64(text)
         except ProofFormatError as e:
             raise _Unverifiable(f"proof of chunk {chunk}: {e}") from None
-        if proof.top_k != top_k:
-            raise _Unverifiable(f"proof of chunk {chunk} commits to {proof.top_k} values, not top_k={top_k}")
+        if proof.top_k > reference.hidden_size:
+            raise _Unverifiable(
+                f"proof of chunk {chunk} commits to {proof.top_k} values, more than the hidden size "
+                f"{reference.hidden_size}"
+            )
+        if proofs and (proof.chunk_size, proof.top_k) != (proofs[0].chunk_size, proofs[0].top_k):
+            raise _Unverifiable(f"proof of chunk {chunk} was built with other settings than chunk 0's")
         proofs.append(proof)
     return proofs
 

@@ -13,6 +13,7 @@ from asyncrl.inference.backend import SamplingParams
 from asyncrl.inference.config import InferenceConfig
 from asyncrl.inference.engine import TorchEngine
 from asyncrl.models import load_model
+from asyncrl.toploc.config import ProofConfig
 from asyncrl.toploc.rollouts import Rollout
 
 EOS = (258, 256)  # the tiny model's <|im_end|> and <|endoftext|>
@@ -33,14 +34,17 @@ def generate(
     stop: tuple[str, ...] = (),
     claimed_temperature: float | None = None,
     settings: list[tuple[float, float, tuple[str, ...]]] | None = None,
+    proofs: ProofConfig | None = None,
 ) -> list[Rollout]:
     """Rollouts of `model` through the in-process engine with proofs, as an honest worker reports them
     (or claiming `claimed_temperature` instead of the one used). With `settings`, prompt i is sampled
-    with settings[i % len(settings)] = (temperature, top_p, stop) instead."""
+    with settings[i % len(settings)] = (temperature, top_p, stop) instead; `proofs` sets the engine's
+    chunk size and top-k."""
     settings = settings or [(temperature, top_p, stop)]
 
     async def run() -> list[Rollout]:
-        engine = TorchEngine(model, dtype, InferenceConfig(num_threads=1), seed=0)
+        config = InferenceConfig(num_threads=1, toploc=proofs or ProofConfig())
+        engine = TorchEngine(model, dtype, config, seed=0)
         await engine.start()
 
         async def one(i: int, prompt: list[int]) -> Rollout:

@@ -8,6 +8,7 @@ import json
 import pytest
 
 from asyncrl.cli import main
+from asyncrl.toploc.config import ProofConfig
 from asyncrl.toploc.rollouts import write_rollouts
 from tests.integration.toploc.engine_rollouts import generate, prompts
 
@@ -28,6 +29,33 @@ def test_all_honest_rollouts_exit_0_with_a_table(tmp_path, rollouts, capsys):
     assert (
         main(["toploc", "verify", "--model=tiny", "--model.dtype", "float32", "--rollouts", str(path)]) == 0
     )
+
+
+def test_verifying_with_another_chunk_size_than_the_proofs_record_is_a_clear_error(
+    tmp_path, rollouts, capsys
+):
+    path = tmp_path / "rollouts.jsonl"
+    write_rollouts(path, rollouts)
+    argv = ["toploc", "verify", "--model", "tiny", "--rollouts", str(path), "--toploc.chunk-size", "16"]
+    assert main(argv) == 1
+    err = capsys.readouterr().err.strip()
+    assert "built with chunk_size 32, not the 16 asked for" in err and "--toploc.chunk-size 32" in err
+    assert len(err.splitlines()) == 1
+
+
+def test_proofs_built_with_another_chunk_size_verify_with_the_settings_they_record(
+    tmp_path, tiny_dir, capsys
+):
+    small = generate(str(tiny_dir), prompts(2), max_tokens=40, proofs=ProofConfig(chunk_size=16, top_k=64))
+    assert [len(r.toploc_proofs) for r in small] == [-(-len(r.token_ids) // 16) for r in small]
+    path = tmp_path / "rollouts.jsonl"
+    write_rollouts(path, small)
+    assert main(["toploc", "verify", "--model", "tiny", "--rollouts", str(path)]) == 0
+    assert "2 of 2 rollouts pass" in capsys.readouterr().out
+    assert (
+        main(["toploc", "verify", "--model", "tiny", "--rollouts", str(path), "--toploc.top-k", "128"]) == 1
+    )
+    assert "built with top_k 64, not the 128 asked for" in capsys.readouterr().err
 
 
 def test_one_forged_rollout_exits_1_and_is_named_by_its_line(tmp_path, rollouts, capsys):

@@ -252,7 +252,7 @@ def test_toploc_proofs_come_one_per_chunk_only_to_requests_that_ask():
     proof_at = [i for i, (_, proofs) in enumerate(stream_deltas) if proofs]
     assert proof_at == [31, 32]  # the deltas with the 32nd and the 33rd (last) token
     assert [len(p[0]) for p, _ in short] == [1, 1, 1, 1]
-    assert all(len(base64.b64decode(p)) == 258 for p in both[0] + streamed[0])
+    assert all(len(base64.b64decode(p)) == 260 for p in both[0] + streamed[0])
 
 
 def test_cache_memory_not_yet_written_holds_zeros(monkeypatch):

@@ -31,7 +31,7 @@ def _states(n: int = 70, seed: int = 0) -> torch.Tensor:
 
 def test_the_same_states_match_exactly():
     states = _states()
-    checks = check_chunks([(_proofs_of(states), states)], 128, CONFIG)[0]
+    checks = check_chunks([(_proofs_of(states), states)], 32, 128, CONFIG)[0]
     assert len(checks) == 3
     assert all(c.passed and c.exp_mismatches == 0 and c.mant_err_mean == 0 for c in checks)
 
@@ -39,13 +39,13 @@ def test_the_same_states_match_exactly():
 def test_recomputation_noise_of_a_few_bf16_ulps_passes():
     states = _states()
     noise = 1 + 3 * 2**-8 * torch.randn(states.shape, generator=torch.Generator().manual_seed(1))
-    checks = check_chunks([(_proofs_of(states), states * noise)], 128, CONFIG)[0]
+    checks = check_chunks([(_proofs_of(states), states * noise)], 32, 128, CONFIG)[0]
     assert all(c.passed for c in checks)
     assert max(c.mant_err_mean for c in checks) > 0
 
 
 def test_other_states_fail_every_chunk():
-    checks = check_chunks([(_proofs_of(_states(seed=0)), _states(seed=1))], 128, CONFIG)[0]
+    checks = check_chunks([(_proofs_of(_states(seed=0)), _states(seed=1))], 32, 128, CONFIG)[0]
     assert not any(c.passed for c in checks)
     assert min(c.exp_mismatches for c in checks) > CONFIG.max_exp_mismatches
 
@@ -54,7 +54,7 @@ def test_one_replaced_chunk_fails_alone():
     states = _states()
     forged = states.clone()
     forged[32:64] = _states(n=32, seed=2)
-    checks = check_chunks([(_proofs_of(states), forged)], 128, CONFIG)[0]
+    checks = check_chunks([(_proofs_of(states), forged)], 32, 128, CONFIG)[0]
     assert [c.passed for c in checks] == [True, False, True]
 
 
@@ -63,8 +63,8 @@ def test_sequences_checked_together_get_the_verdicts_each_gets_alone():
     forged = honest.clone()
     forged[40:] = _states(n=30, seed=5)
     sequences = [(_proofs_of(honest), forged), (_proofs_of(short), short), (_proofs_of(honest), honest)]
-    together = check_chunks(sequences, 128, CONFIG)
-    assert together == [check_chunks([sequence], 128, CONFIG)[0] for sequence in sequences]
+    together = check_chunks(sequences, 32, 128, CONFIG)
+    assert together == [check_chunks([sequence], 32, 128, CONFIG)[0] for sequence in sequences]
     assert [[c.passed for c in checks] for checks in together] == [[True, False, False], [True], [True] * 3]
 
 
@@ -72,4 +72,4 @@ def test_thresholds_come_from_the_config():
     states = _states()
     noise = 1 + 3 * 2**-8 * torch.randn(states.shape, generator=torch.Generator().manual_seed(1))
     strict = ToplocConfig(max_exp_mismatches=0, max_mant_err_mean=0.0, max_mant_err_median=0.0)
-    assert not any(c.passed for c in check_chunks([(_proofs_of(states), states * noise)], 128, strict)[0])
+    assert not any(c.passed for c in check_chunks([(_proofs_of(states), states * noise)], 32, 128, strict)[0])

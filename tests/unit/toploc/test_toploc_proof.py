@@ -1,4 +1,5 @@
-"""Chunk proofs: 258 bytes for 128 values, and the committed values read back at their indices."""
+"""Chunk proofs: 260 bytes for 128 values, recording their chunk size, and the committed values read back at
+their indices."""
 
 from __future__ import annotations
 
@@ -17,9 +18,12 @@ def _states(rows: int = 3, seed: int = 0) -> torch.Tensor:
     return torch.randn(rows, 32, 128, generator=torch.Generator().manual_seed(seed))
 
 
-def test_a_proof_of_128_values_takes_258_bytes():
+def test_a_proof_of_128_values_takes_260_bytes_and_records_its_chunk_size_and_top_k():
     proofs = build_proofs(_states(), torch.tensor([32, 32, 5]), 128)
-    assert [len(p) for p in proofs] == [258, 258, 258]  # 2-byte modulus + 128 2-byte coefficients
+    # 2-byte chunk size + 2-byte modulus + 128 2-byte coefficients
+    assert [len(p) for p in proofs] == [260, 260, 260]
+    parsed = ChunkProof.from_base64(base64.b64encode(proofs[2]).decode())
+    assert (parsed.chunk_size, parsed.top_k) == (32, 128)
 
 
 def test_the_proof_reads_back_the_top_k_values_at_their_indices():
@@ -52,9 +56,10 @@ def test_bf16_bits_keep_sign_exponent_and_mantissa():
     ("text", "message"),
     [
         ("not base64!", "not valid base64"),
-        (base64.b64encode(b"\x01\x02\x03").decode(), "not 2 + 2 per coefficient"),
-        (base64.b64encode(b"\x00\x00" + b"\x01\x00" * 4).decode(), "outside the field"),
-        (base64.b64encode(b"\xd9\xff" + b"\xff\xff" * 4).decode(), "outside the field"),
+        (base64.b64encode(b"\x01\x02\x03").decode(), "not 4 + 2 per coefficient"),
+        (base64.b64encode(b"\x20\x00\x00\x00" + b"\x01\x00" * 4).decode(), "outside the field"),
+        (base64.b64encode(b"\x20\x00\xd9\xff" + b"\xff\xff" * 4).decode(), "outside the field"),
+        (base64.b64encode(b"\x00\x00\xd9\xff" + b"\x01\x00" * 4).decode(), "chunk size of 0"),
     ],
 )
 def test_a_malformed_proof_is_refused_with_the_reason(text, message):
