@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from asyncrl.inference.server_process import free_port
-from asyncrl.run_dir import read_metrics
+from asyncrl.transport.metrics import read_metrics
 
 
 def run(

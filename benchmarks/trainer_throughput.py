@@ -22,12 +22,12 @@ from transformers import AutoModelForCausalLM, Qwen2Config
 
 from asyncrl.config import ModelConfig
 from asyncrl.models import load_tokenizer, tiny_model_dir
-from asyncrl.run_dir import Sample
 from asyncrl.trainer.config import TrainerConfig
 from asyncrl.trainer.distributed import Ranks
 from asyncrl.trainer.losses import masked_is
 from asyncrl.trainer.model_setup import build, peak_memory_mb
 from asyncrl.trainer.train_step import train_on_batch
+from asyncrl.transport.batches import Sample
 
 MODELS = {
     "tiny": None,

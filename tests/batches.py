@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 
 from asyncrl.models import load_model
-from asyncrl.run_dir import Sample, write_batch
+from asyncrl.transport.batches import Sample, write_batch
 
 
 def make_samples(n: int, seed: int, model: torch.nn.Module | None = None) -> list[Sample]:

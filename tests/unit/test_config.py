@@ -147,3 +147,13 @@ def test_rl_help_shows_the_default_jobs_settings(capsys):
     job = load_config(RLConfig, ["-c", str(DEFAULT_JOB)])
     assert job.max_steps != RLConfig().max_steps, "the default job sets its own number of steps"
     assert f"--max_steps INT  (default: {job.max_steps})" in text
+
+
+def test_rl_refuses_to_keep_fewer_weights_than_the_off_policy_window():
+    from asyncrl.launcher.config import RLConfig
+
+    with pytest.raises(ConfigError, match="trainer.retention.weights 2 keeps fewer"):
+        load_config(
+            RLConfig, ["--trainer.retention.weights", "2", "--orchestrator.max-off-policy-steps", "3"]
+        )
+    assert load_config(RLConfig, ["--trainer.retention.weights", "0"]).trainer.retention.weights == 0

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from asyncrl.broadcast.client import FetchReport, fetch_version, read_local_manifest
 from asyncrl.broadcast.config import InferenceBroadcastConfig
+from asyncrl.transport.layout import step_path, steps
 
 log = logging.getLogger("asyncrl.broadcast")
 
@@ -27,18 +28,13 @@ class WeightsInbox:
 
     def fetch(self, sources: list[str], version: int) -> tuple[Path, FetchReport]:
         """Fetch `version` into dir/step_<version>/ (checked, written atomically); blocking."""
-        out = self.dir / f"step_{version}"
+        out = step_path(self.dir, version)
         report = fetch_version(sources, version, out, self.config, base=self._newest_below(version))
         self._prune(keep=out)
         return out, report
 
     def _fetched(self) -> list[tuple[int, Path]]:
-        found = []
-        for path in self.dir.glob("step_*"):
-            number = path.name.removeprefix("step_")
-            if number.isdigit() and read_local_manifest(path) is not None:
-                found.append((int(number), path))
-        return sorted(found)
+        return steps(self.dir, lambda path: read_local_manifest(path) is not None)
 
     def _newest_below(self, version: int) -> Path | None:
         older = [path for number, path in self._fetched() if number < version]

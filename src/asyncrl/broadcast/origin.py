@@ -7,8 +7,9 @@ import logging
 from pathlib import Path
 
 from asyncrl.broadcast.errors import BroadcastError
-from asyncrl.broadcast.publish import newest_stable_step, publish_version
+from asyncrl.broadcast.publish import publish_version
 from asyncrl.broadcast.store import VersionStore
+from asyncrl.transport.layout import latest_stable
 
 log = logging.getLogger("asyncrl.broadcast")
 
@@ -34,7 +35,7 @@ class Origin:
         if not self.weights_dir.is_dir():  # started before the run: say so, or it looks stuck
             log.warning("%s does not exist yet: waiting for the trainer to publish into it", self.weights_dir)
         while True:
-            found, latest = newest_stable_step(self.weights_dir), self.store.latest()
+            found, latest = latest_stable(self.weights_dir), self.store.latest()
             if found is not None and (latest is None or found[0] > latest):
                 step, path = found
                 try:

@@ -16,20 +16,9 @@ from asyncrl.broadcast.errors import PublishError
 from asyncrl.broadcast.files import Span, VersionFiles
 from asyncrl.broadcast.manifest import FileEntry, Manifest, ShardEntry
 from asyncrl.broadcast.store import DELTAS, FILES, VersionStore
+from asyncrl.transport.layout import STABLE
 
 log = logging.getLogger("asyncrl.broadcast")
-STABLE = "STABLE"
-"""The marker the trainer writes last into a weights dir (asyncrl.run_dir.STABLE)."""
-
-
-def newest_stable_step(weights_dir: Path) -> tuple[int, Path] | None:
-    """The highest step_N under `weights_dir` whose STABLE marker exists."""
-    steps = [
-        (int(path.name.removeprefix("step_")), path)
-        for path in Path(weights_dir).glob("step_*")
-        if path.name.removeprefix("step_").isdigit() and (path / STABLE).exists()
-    ]
-    return max(steps, default=None)
 
 
 def publish_version(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from asyncrl.config import ModelConfig, OutputDir
 from asyncrl.config_loader import BaseConfig
@@ -40,3 +40,13 @@ class RLConfig(BaseConfig):
 
     trainer: TrainerConfig = TrainerConfig(num_threads=1)
     """The trainer."""
+
+    @model_validator(mode="after")
+    def _weights_kept_cover_the_off_policy_window(self) -> RLConfig:
+        kept, window = self.trainer.retention.weights, self.orchestrator.max_off_policy_steps
+        if kept and kept < window:
+            raise ValueError(
+                f"trainer.retention.weights {kept} keeps fewer weight versions than a batch may hold "
+                f"(orchestrator.max_off_policy_steps {window}): set it to at least {window}, or 0 to keep all"
+            )
+        return self

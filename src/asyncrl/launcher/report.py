@@ -10,7 +10,7 @@ matplotlib.use("Agg")  # files only: runs have no display
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-from asyncrl.run_dir import read_metrics  # noqa: E402
+from asyncrl.transport.metrics import read_metrics  # noqa: E402
 
 PANELS = [  # component, figure, title, whether a moving mean helps read it
     ("orchestrator", "reward_mean", "reward (mean of the batch)", True),

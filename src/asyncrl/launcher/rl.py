@@ -22,7 +22,9 @@ from asyncrl.inference.server_process import InferenceServerProcess
 from asyncrl.launcher.config import RLConfig
 from asyncrl.launcher.errors import ChildFailedError
 from asyncrl.launcher.report import write_report
-from asyncrl.run_dir import HEARTBEAT_S, read_metrics
+from asyncrl.transport.layout import HEARTBEAT_S, checkpoints_root, logs_dir
+from asyncrl.transport.metrics import read_metrics
+from asyncrl.transport.status import stall_reason
 
 POLL_S = 0.5
 STALL_S = HEARTBEAT_S
@@ -39,7 +41,7 @@ def _child_configs(config: RLConfig, server_url: str) -> dict[str, dict]:
         "model": config.model.model_dump(mode="json"),
         "trainer": config.trainer.model_dump(mode="json"),
     }
-    if config.resume and (config.output_dir / "checkpoints").exists():
+    if config.resume and checkpoints_root(config.output_dir).exists():
         trainer["resume"] = "latest"
     return {
         "trainer": trainer,
@@ -85,16 +87,6 @@ def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
-def _stall_reason(logs: Path) -> str:
-    """The newest heartbeat line ("... waiting ...") of any child, shown when no step lands for a while."""
-    beats = []
-    for log in logs.glob("*.log"):
-        lines = [line for line in log.read_text(errors="replace").splitlines()[-50:] if "waiting" in line]
-        if lines:
-            beats.append((log.stat().st_mtime, f"{log.stem}: {lines[-1].split(': ', 1)[-1]}"))
-    return max(beats)[1] if beats else "starting up"
-
-
 def run_rl(config: RLConfig) -> None:
     # A SIGTERM (from a job scheduler, `kill`) stops the children like Ctrl-C rather than orphaning them.
     signal.signal(signal.SIGTERM, _interrupt)
@@ -104,7 +96,7 @@ def run_rl(config: RLConfig) -> None:
         raise ChildFailedError(
             f"{run_dir} is not empty: pass --resume true to continue it, or another --output-dir"
         )
-    logs = run_dir / "logs"
+    logs = logs_dir(run_dir)
     logs.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.toml").write_text(to_toml(config))
     # A built-in model is built (the warm-started one by a short SFT) once, here, not by three children.
@@ -127,7 +119,7 @@ def run_rl(config: RLConfig) -> None:
                         write_report(run_dir)
                         last_report = time.monotonic()
                 elif time.monotonic() - last_progress > STALL_S:
-                    postfix["waiting"] = _stall_reason(logs)
+                    postfix["waiting"] = stall_reason(run_dir)
                 bar.n = step
                 bar.set_postfix(postfix)
                 failed = [n for n, p in processes.items() if p.poll() not in (None, 0)]

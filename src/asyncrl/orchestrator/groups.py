@@ -19,7 +19,7 @@ from asyncrl.orchestrator.config import OrchestratorConfig
 from asyncrl.orchestrator.pool import InferencePool
 from asyncrl.orchestrator.tasks import TaskStream
 from asyncrl.orchestrator.weights import WeightWatcher
-from asyncrl.run_dir import HEARTBEAT_S
+from asyncrl.transport.layout import HEARTBEAT_S
 
 log = logging.getLogger("asyncrl.orchestrator")
 POLL_S = 0.2

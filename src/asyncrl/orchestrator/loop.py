@@ -26,7 +26,10 @@ from asyncrl.orchestrator.pool import InferencePool
 from asyncrl.orchestrator.tasks import TaskStream
 from asyncrl.orchestrator.verification import RolloutVerifier, write_proofs_file
 from asyncrl.orchestrator.weights import WeightWatcher
-from asyncrl.run_dir import PROGRESS_FILE, Sample, append_metrics, latest_step_dir, load_progress, write_batch
+from asyncrl.transport.batches import PROGRESS_FILE, Sample, load_progress, write_batch
+from asyncrl.transport.layout import latest_step, rollouts_root, samples_file
+from asyncrl.transport.metrics import append_metrics
+from asyncrl.transport.status import StatusFile
 
 log = logging.getLogger("asyncrl.orchestrator")
 
@@ -46,7 +49,7 @@ def to_samples(groups: list[Group], temperature: float, mask_truncated: bool) ->
 
 def write_readable_samples(run_dir: Path, step: int, groups: list[Group], count: int) -> None:
     rollouts = [(g, r, a) for g in groups for r, a in zip(g.rollouts, g.advantages, strict=True)][:count]
-    path = run_dir / "samples" / f"step_{step}.jsonl"
+    path = samples_file(run_dir, step)
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w") as f:
         for group, rollout, advantage in rollouts:
@@ -86,7 +89,7 @@ def batch_figures(stats: BatchStats, samples: list[Sample], step: int, seconds: 
 async def orchestrate(config: OrchestratorProcessConfig) -> None:
     cfg, run_dir = config.orchestrator, config.output_dir
     env = load_environment(cfg.env.name, **cfg.env.args)
-    last = latest_step_dir(run_dir / "rollouts", lambda d: (d / PROGRESS_FILE).exists())
+    last = latest_step(rollouts_root(run_dir), lambda d: (d / PROGRESS_FILE).exists())
     progress = load_progress(last[1]) if last else {"step": 0, "cursor": 0}
     tasks = TaskStream(
         len(env.dataset),
@@ -96,7 +99,10 @@ async def orchestrate(config: OrchestratorProcessConfig) -> None:
         retired=progress.get("retired"),
     )
     pool = InferencePool(cfg.client, config.model.served_name)
-    watcher = WeightWatcher(run_dir, pool, sources=cfg.weights, attempts=cfg.weights_update_attempts)
+    status = StatusFile(run_dir, "orchestrator")
+    watcher = WeightWatcher(
+        run_dir, pool, sources=cfg.weights, attempts=cfg.weights_update_attempts, status=status
+    )
     async with pool, watcher:
         groups = GroupStream(env, pool, tasks, watcher, cfg)
         verifier = (

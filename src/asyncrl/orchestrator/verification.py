@@ -22,9 +22,9 @@ from asyncrl.envs.client import ChatTurn
 from asyncrl.errors import UserError
 from asyncrl.orchestrator.config import VerifyConfig
 from asyncrl.orchestrator.groups import Group
-from asyncrl.run_dir import STABLE
 from asyncrl.toploc.rollouts import Rollout
 from asyncrl.toploc.verify import ReferenceModel, verify_rollouts
+from asyncrl.transport.layout import STABLE, proofs_file, weights_dir
 
 log = logging.getLogger("asyncrl.orchestrator")
 MODELS_KEPT = 2
@@ -70,7 +70,7 @@ def single_policy(turn: ChatTurn) -> int | None:
 def write_proofs_file(run_dir: Path, step: int, groups: list[Group], sampling: SamplingConfig) -> Path:
     """toploc/step_<N>.jsonl: every turn of the batch as a rollouts-file line plus its `policy_version`
     (null when generated across a weight update), written atomically."""
-    path = run_dir / "toploc" / f"step_{step}.jsonl"
+    path = proofs_file(run_dir, step)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     with open(tmp, "w") as f:
@@ -141,7 +141,7 @@ class RolloutVerifier:
         """The weights of `version`, loaded once; None when they are not on disk (any more)."""
         if version in self._models or version in self._missing:
             return self._models.get(version)
-        path = self.base_model if version == 0 else str(self.run_dir / "weights" / f"step_{version}")
+        path = self.base_model if version == 0 else str(weights_dir(self.run_dir, version))
         if version and not (Path(path) / STABLE).exists():
             log.warning("cannot verify rollouts of policy %d: %s is missing", version, path)
             self._missing.add(version)

@@ -21,7 +21,8 @@ import httpx
 from asyncrl.broadcast.config import WeightSourcesConfig, token_or_env
 from asyncrl.errors import UserError
 from asyncrl.orchestrator.pool import InferencePool, WeightsRefusedError
-from asyncrl.run_dir import HEARTBEAT_S, WaitTimeout, latest_weights
+from asyncrl.transport.layout import HEARTBEAT_S, WaitTimeout, latest_weights
+from asyncrl.transport.status import StatusFile
 
 log = logging.getLogger("asyncrl.orchestrator")
 POLL_S = 0.2
@@ -103,6 +104,7 @@ class WeightWatcher:
         sources: WeightSourcesConfig | None = None,
         attempts: int = 5,
         backoff_s: float = 1.0,
+        status: StatusFile | None = None,
     ) -> None:
         self.pool = pool
         self.version = version
@@ -116,6 +118,8 @@ class WeightWatcher:
         """How long the slowest server took to load the latest weights."""
         self._refusals = 0
         self._task: asyncio.Task | None = None
+        self.status = status
+        """Where waiting for weights is recorded for the launcher (none: nowhere)."""
 
     async def update(self) -> bool:
         """Load the source's newest version on every live server if it is newer; whether it loaded. A
@@ -186,6 +190,8 @@ class WeightWatcher:
         """Block until the servers serve at least `version` (loaded by `keep_fresh`); seconds waited.
         Logs a heartbeat."""
         start = last_beat = time.monotonic()
+        if self.status is not None and self.version < version:
+            self.status.waiting(f"weights v{version} from the trainer ({waiting})")
         while self.version < version:
             now = time.monotonic()
             if now - start > timeout_s:
@@ -198,4 +204,6 @@ class WeightWatcher:
                 )
                 last_beat = now
             await asyncio.sleep(POLL_S)
+        if self.status is not None:
+            self.status.working()
         return time.monotonic() - start

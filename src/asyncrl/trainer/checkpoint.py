@@ -17,8 +17,8 @@ from torch.distributed.checkpoint.api import CheckpointException
 from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
 
 from asyncrl.errors import UserError
-from asyncrl.run_dir import latest_step_dir, step_dir
 from asyncrl.trainer.distributed import Ranks, barrier
+from asyncrl.transport.layout import checkpoint_dir, checkpoints_root, latest_step, steps
 
 STATE_FILE = "trainer_state.json"
 DCP_METADATA = ".metadata"
@@ -42,7 +42,7 @@ def save_checkpoint(
     keep_last: int,
 ) -> Path:
     """Save everything needed to continue after `step`; every rank must call it."""
-    final = step_dir(run_dir, "checkpoints", step)
+    final = checkpoint_dir(run_dir, step)
     tmp = final.with_name(f".{final.name}.tmp")
     if ranks.is_main and tmp.exists():
         shutil.rmtree(tmp)
@@ -65,16 +65,15 @@ def save_checkpoint(
 
 
 def _prune(parent: Path, keep_last: int) -> None:
-    numbered = [(p.name.removeprefix("step_"), p) for p in parent.glob("step_*") if _complete(p)]
-    for _, old in sorted((int(n), p) for n, p in numbered if n.isdigit())[:-keep_last]:
+    for _, old in steps(parent, _complete)[:-keep_last]:
         shutil.rmtree(old, ignore_errors=True)
 
 
 def find_checkpoint(run_dir: Path, which: str) -> Path:
     """`latest` or a step number -> that checkpoint's dir, or a CheckpointError saying what exists."""
-    parent = Path(run_dir) / "checkpoints"
+    parent = checkpoints_root(run_dir)
     if which == "latest":
-        found = latest_step_dir(parent, _complete)
+        found = latest_step(parent, _complete)
         if found is None:
             raise CheckpointError(
                 f"no complete checkpoint under {parent} to resume from; run without --resume to start fresh"
@@ -82,9 +81,9 @@ def find_checkpoint(run_dir: Path, which: str) -> Path:
         return found[1]
     if not which.isdigit():
         raise CheckpointError(f"resume must be 'latest' or a step number, not {which!r}")
-    path = step_dir(run_dir, "checkpoints", int(which))
+    path = checkpoint_dir(run_dir, int(which))
     if not _complete(path):
-        available = sorted(p.name for p in parent.glob("step_*") if _complete(p)) if parent.exists() else []
+        available = [path.name for _, path in steps(parent, _complete)]
         raise CheckpointError(
             f"no complete checkpoint at {path}; available: {', '.join(available) or 'none'}"
         )

@@ -94,6 +94,16 @@ class CheckpointConfig(BaseConfig):
     """Checkpoints kept; older ones are deleted."""
 
 
+class RetentionConfig(BaseConfig):
+    weights: int = Field(4, ge=0)
+    """Newest weight versions kept in weights/ (older ones are deleted after each step; 0 keeps every one).
+    The orchestrator may still need max_off_policy_steps of them, so `asyncrl rl` refuses fewer."""
+
+    rollouts: Literal["needed", "all"] = "needed"
+    """"needed": a batch is deleted once the newest checkpoint covers it (a resume never trains it again);
+    "all": every batch is kept, for reading them afterwards."""
+
+
 class TrainerConfig(BaseConfig):
     loss: LossConfig = LossConfig()
     """The loss."""
@@ -113,6 +123,9 @@ class TrainerConfig(BaseConfig):
 
     activation_checkpointing: bool = False
     """Recompute each decoder layer's activations in the backward pass to save memory."""
+
+    retention: RetentionConfig = RetentionConfig()
+    """What the run dir keeps of weights/ and rollouts/, so it stays bounded over a long run."""
 
     batch_timeout_s: float = Field(3600.0, gt=0)
     """Give up waiting for a rollout batch after this long."""

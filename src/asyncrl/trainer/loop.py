@@ -10,22 +10,37 @@ import torch
 from tqdm import tqdm
 
 from asyncrl.models import load_tokenizer
-from asyncrl.run_dir import Sample, append_metrics, load_batch, step_dir, wait_for
 from asyncrl.trainer.checkpoint import find_checkpoint, load_checkpoint, save_checkpoint
-from asyncrl.trainer.config import TrainerProcessConfig
+from asyncrl.trainer.config import TrainerConfig, TrainerProcessConfig
 from asyncrl.trainer.distributed import init_distributed
 from asyncrl.trainer.losses import resolve_loss
 from asyncrl.trainer.model_setup import build, publish, speed_figures
 from asyncrl.trainer.train_step import train_on_batch
+from asyncrl.transport.batches import Sample, load_batch
+from asyncrl.transport.layout import rollouts_dir, wait_for
+from asyncrl.transport.metrics import append_metrics
+from asyncrl.transport.retention import prune_run_dir
+from asyncrl.transport.status import StatusFile
 
 log = logging.getLogger("asyncrl.trainer")
 
 
-def read_batch(run_dir: Path, step: int, timeout_s: float) -> tuple[list[Sample], float]:
+def read_batch(run_dir: Path, step: int, timeout_s: float, status: StatusFile) -> tuple[list[Sample], float]:
     """Wait for rollouts/step_<step>/ (renamed into place whole by the orchestrator) and load it."""
-    path = step_dir(run_dir, "rollouts", step)
+    path = rollouts_dir(run_dir, step)
+    status.waiting(f"the step {step} batch")
     wait_s = wait_for(path, f"the step {step} batch", timeout_s)
+    status.working()
     return load_batch(path), wait_s
+
+
+def prune(run_dir: Path, step: int, cfg: TrainerConfig) -> None:
+    """Delete the weights and batches no process can need after `step` (asyncrl.transport.retention)."""
+    interval = cfg.checkpoint.interval
+    newest_checkpoint = step // interval * interval if interval else step
+    prune_run_dir(
+        run_dir, cfg.retention.weights, newest_checkpoint if cfg.retention.rollouts == "needed" else None
+    )
 
 
 def train(config: TrainerProcessConfig) -> None:
@@ -43,10 +58,11 @@ def train(config: TrainerProcessConfig) -> None:
         step = load_checkpoint(find_checkpoint(run_dir, config.resume), model, optimizers, ranks)
         log.info("resumed from the checkpoint of step %d", step)
 
+    status = StatusFile(run_dir, "trainer" if ranks.is_main else f"trainer-rank{ranks.rank}")
     progress = tqdm(total=config.max_steps, initial=step, desc="trainer", disable=not ranks.is_main)
     while step < config.max_steps:
         step += 1
-        samples, wait_s = read_batch(run_dir, step, cfg.batch_timeout_s)
+        samples, wait_s = read_batch(run_dir, step, cfg.batch_timeout_s, status)
         start = time.perf_counter()
         figures = train_on_batch(model, optimizers, samples, loss_fn, cfg, step, config.max_steps, ranks)
         publish(run_dir, step, model, tokenizer, ranks)
@@ -55,6 +71,8 @@ def train(config: TrainerProcessConfig) -> None:
             append_metrics(run_dir, "trainer", step, figures)
         if cfg.checkpoint.interval and step % cfg.checkpoint.interval == 0:
             save_checkpoint(run_dir, step, model, optimizers, ranks, cfg.checkpoint.keep_last)
+        if ranks.is_main:
+            prune(run_dir, step, cfg)
         progress.update(1)
         progress.set_postfix(loss=f"{figures['loss']:.4f}", wait=f"{wait_s:.1f}s")
     progress.close()

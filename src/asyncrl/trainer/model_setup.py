@@ -10,10 +10,11 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from asyncrl.config import ModelConfig
 from asyncrl.models import load_model
-from asyncrl.run_dir import Sample, publish_weights
 from asyncrl.trainer.config import TrainerConfig
 from asyncrl.trainer.distributed import Ranks, apply_activation_checkpointing, apply_fsdp, full_state_dict
 from asyncrl.trainer.optim import build_optimizers
+from asyncrl.transport.batches import Sample
+from asyncrl.transport.layout import publish_weights
 
 
 def publish(

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
-from asyncrl.run_dir import Sample
+from asyncrl.transport.batches import Sample
 
 
 @dataclass

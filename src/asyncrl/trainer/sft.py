@@ -11,7 +11,6 @@ import torch
 from tqdm import tqdm
 
 from asyncrl.models import load_tokenizer
-from asyncrl.run_dir import Sample, append_metrics
 from asyncrl.trainer.checkpoint import find_checkpoint, load_checkpoint, save_checkpoint
 from asyncrl.trainer.config import SFTProcessConfig, TrainerConfig
 from asyncrl.trainer.distributed import Ranks, all_reduce_sum, init_distributed
@@ -20,6 +19,9 @@ from asyncrl.trainer.model_setup import build, publish, speed_figures
 from asyncrl.trainer.packing import micro_batches_for_rank
 from asyncrl.trainer.sft_data import SFTDataError, read_records, split_train_eval, tokenize
 from asyncrl.trainer.train_step import forward_logprobs, train_on_batch
+from asyncrl.transport.batches import Sample
+from asyncrl.transport.layout import weights_dir
+from asyncrl.transport.metrics import append_metrics
 
 log = logging.getLogger("asyncrl.sft")
 RL_ONLY = ("mismatch_kl", "masked_frac")
@@ -90,4 +92,4 @@ def run_sft(config: SFTProcessConfig) -> None:
         progress.set_postfix(loss=f"{figures['loss']:.4f}")
     progress.close()
     publish(run_dir, total_steps, model, tokenizer, ranks)
-    log.info("SFT done: weights in %s", run_dir / "weights" / f"step_{total_steps}")
+    log.info("SFT done: weights in %s", weights_dir(run_dir, total_steps))

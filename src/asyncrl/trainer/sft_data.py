@@ -11,7 +11,7 @@ from typing import Any
 from transformers import PreTrainedTokenizerBase
 
 from asyncrl.errors import UserError
-from asyncrl.run_dir import Sample
+from asyncrl.transport.batches import Sample
 
 
 class SFTDataError(UserError):

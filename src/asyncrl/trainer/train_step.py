@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import torch
 
-from asyncrl.run_dir import Sample
 from asyncrl.trainer.config import LossConfig, TrainerConfig
 from asyncrl.trainer.distributed import Ranks, all_reduce_sum
 from asyncrl.trainer.losses import LossFn, LossInputs
 from asyncrl.trainer.optim import lr_factor, set_lr
 from asyncrl.trainer.packing import MicroBatch, loss_token_count, micro_batches_for_rank
+from asyncrl.transport.batches import Sample
 
 FIGURES = ("loss", "mismatch_kl", "masked_frac", "entropy")
 

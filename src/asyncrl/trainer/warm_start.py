@@ -21,9 +21,9 @@ from pathlib import Path
 
 from asyncrl.config import ModelConfig
 from asyncrl.envs.reverse_text import reverse_text_tasks, sft_records
-from asyncrl.run_dir import STABLE
 from asyncrl.trainer.config import CheckpointConfig, OptimConfig, SFTConfig, SFTProcessConfig, TrainerConfig
 from asyncrl.trainer.sft import run_sft
+from asyncrl.transport.layout import STABLE, weights_dir
 
 WARM_UP_STEPS = 100
 BATCH_SIZE = 16
@@ -50,6 +50,6 @@ def warm_up_on_reverse_text(base_model: Path, out_dir: Path) -> None:
             sft=SFTConfig(data=data, eval_fraction=0, max_steps=WARM_UP_STEPS, batch_size=BATCH_SIZE),
         )
         run_sft(config)
-        for file in (config.output_dir / "weights" / f"step_{WARM_UP_STEPS}").iterdir():
+        for file in weights_dir(config.output_dir, WARM_UP_STEPS).iterdir():
             if file.name != STABLE:
                 shutil.copy2(file, out_dir / file.name)

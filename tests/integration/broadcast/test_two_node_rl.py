@@ -11,7 +11,8 @@ from asyncrl.broadcast.config import InferenceBroadcastConfig
 from asyncrl.config import ModelConfig
 from asyncrl.inference.config import InferenceConfig
 from asyncrl.inference.server_process import InferenceServerProcess
-from asyncrl.run_dir import read_metrics, step_dir
+from asyncrl.transport.layout import weights_dir
+from asyncrl.transport.metrics import read_metrics
 from tests.integration.broadcast.nodes import NodeProcess, node_stats, same_files
 from tests.integration.orchestrator.test_rl_processes import STEPS
 from tests.integration.orchestrator.test_rl_processes import _run_rl as run_rl
@@ -49,7 +50,7 @@ def test_rl_runs_with_weights_reaching_the_inference_node_only_through_origin_an
     fetched = sorted(int(p.name.removeprefix("step_")) for p in (node_b / "weights").glob("step_*"))
     assert fetched and fetched[0] >= 1
     for step in fetched:
-        assert same_files(node_b / "weights" / f"step_{step}", step_dir(run_a, "weights", step))
+        assert same_files(node_b / "weights" / f"step_{step}", weights_dir(run_a, step))
     server_log = (node_b / "server.log").read_text()
     assert str(run_a) not in server_log, "the inference server was pointed at run dir A"
     assert f"fetched version {fetched[0]} into {node_b / 'weights'}" in server_log

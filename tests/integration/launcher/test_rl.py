@@ -10,7 +10,7 @@ import time
 import pytest
 
 from asyncrl.inference.server_process import free_port
-from asyncrl.run_dir import read_metrics
+from asyncrl.transport.metrics import read_metrics
 
 SMALL = [
     "--orchestrator.batch-size",
@@ -55,7 +55,8 @@ def test_an_interrupted_run_stops_every_process_and_resumes_where_it_stopped(tmp
     run = tmp_path / "run"
     command = [sys.executable, "-m", "asyncrl.cli", "rl", "--inference.port", str(free_port()), *SMALL,
                "--output-dir", str(run), "--max-steps", "5",
-               "--trainer.checkpoint.interval", "1"]  # fmt: skip
+               "--trainer.checkpoint.interval", "1",
+               "--trainer.retention.rollouts", "all"]  # every batch stays, to be counted  # fmt: skip
     launcher = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 600
     while not (run / "checkpoints").exists() or not list((run / "checkpoints").glob("step_2*")):

@@ -10,7 +10,8 @@ import sys
 import pytest
 
 from asyncrl.inference.server_process import free_port
-from asyncrl.run_dir import load_batch, read_metrics
+from asyncrl.transport.batches import load_batch
+from asyncrl.transport.metrics import read_metrics
 
 SMALL = ["--orchestrator.batch-size", "8", "--orchestrator.group-size", "4",
          "--orchestrator.sampling.max-tokens", "12"]  # fmt: skip

@@ -15,7 +15,9 @@ import pytest
 from asyncrl.envs.registry import load_environment
 from asyncrl.models import load_tokenizer
 from asyncrl.orchestrator.tasks import TaskStream
-from asyncrl.run_dir import load_batch, load_progress, read_metrics, step_dir
+from asyncrl.transport.batches import load_batch, load_progress
+from asyncrl.transport.layout import rollouts_dir
+from asyncrl.transport.metrics import read_metrics
 
 STEPS = 5
 
@@ -23,7 +25,8 @@ STEPS = 5
 def _trainer(run_dir: Path) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "asyncrl.cli", "trainer", "--output-dir", str(run_dir),
-         "--max-steps", str(STEPS), "--trainer.num-threads", "1", "--trainer.checkpoint.interval", "0"],
+         "--max-steps", str(STEPS), "--trainer.num-threads", "1", "--trainer.checkpoint.interval", "0",
+         "--trainer.retention.rollouts", "all"],  # every batch is read back
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
 
@@ -48,7 +51,7 @@ def _prompts_per_group(run_dir: Path) -> list[tuple[int, ...]]:
     """One prompt per group (the 4 samples of a group share it), over all batches."""
     prompts = []
     for step in range(1, STEPS + 1):
-        batch = load_batch(step_dir(run_dir, "rollouts", step))
+        batch = load_batch(rollouts_dir(run_dir, step))
         for first in batch[::4]:
             prompts.append(tuple(t for t, m in zip(first.input_ids, first.loss_mask, strict=True) if not m))
     return prompts
@@ -61,7 +64,7 @@ def test_a_killed_orchestrator_restarts_without_repeating_or_skipping(start_serv
     first = subprocess.Popen(
         _orchestrator(tmp_path, [server.url]), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
-    _wait_for(step_dir(tmp_path, "rollouts", 2), first)
+    _wait_for(rollouts_dir(tmp_path, 2), first)
     os.kill(first.pid, signal.SIGKILL)
     first.wait()
     second = subprocess.run(
@@ -76,7 +79,7 @@ def test_a_killed_orchestrator_restarts_without_repeating_or_skipping(start_serv
     prompts = _prompts_per_group(tmp_path)
     assert len(prompts) == len(set(prompts)), "a task was trained on twice"
     # Every task handed out is in a batch or still pending in the last progress record: none skipped.
-    progress = load_progress(step_dir(tmp_path, "rollouts", STEPS))
+    progress = load_progress(rollouts_dir(tmp_path, STEPS))
     env = load_environment("reverse-text")
     stream = TaskStream(len(env.dataset), seed=0)
     handed_out = [stream.next() for _ in range(progress["cursor"])]
@@ -101,7 +104,7 @@ def test_the_run_completes_on_the_other_server_when_one_dies(start_server, tmp_p
         stderr=subprocess.PIPE,
         text=True,
     )
-    _wait_for(step_dir(tmp_path, "rollouts", 1), orchestrator)
+    _wait_for(rollouts_dir(tmp_path, 1), orchestrator)
     doomed.process.kill()
     _, stderr = orchestrator.communicate(timeout=600)
     assert orchestrator.returncode == 0, stderr[-3000:]

@@ -14,7 +14,7 @@ from asyncrl.config import ModelConfig
 from asyncrl.inference.config import InferenceConfig
 from asyncrl.inference.server_process import InferenceServerProcess
 from asyncrl.models import build_tiny_model
-from asyncrl.run_dir import read_metrics
+from asyncrl.transport.metrics import read_metrics
 
 STEPS = 2
 VERIFY = ["--orchestrator.verify.fraction", "1.0", "--orchestrator.verify.rollouts-file", "true"]

@@ -11,7 +11,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from asyncrl.run_dir import load_batch, read_metrics, step_dir
+from asyncrl.transport.batches import load_batch
+from asyncrl.transport.layout import rollouts_dir, weights_dir
+from asyncrl.transport.metrics import read_metrics
 
 STEPS = 3
 
@@ -20,7 +22,7 @@ def _run_rl(run_dir: Path, server_url: str, *orchestrator_args: str) -> None:
     trainer = subprocess.Popen(
         [sys.executable, "-m", "asyncrl.cli", "trainer", "--output-dir", str(run_dir),
          "--max-steps", str(STEPS), "--trainer.optim.lr", "1e-3", "--trainer.num-threads", "1",
-         "--trainer.checkpoint.interval", "0"],
+         "--trainer.checkpoint.interval", "0", "--trainer.retention.rollouts", "all"],  # read back below
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     orchestrator = subprocess.run(
@@ -43,7 +45,7 @@ def test_three_processes_train_within_the_staleness_bound(start_server, tiny_dir
     )
 
     initial = load_file(str(tiny_dir / "model.safetensors"))
-    final = load_file(str(step_dir(tmp_path, "weights", STEPS) / "model.safetensors"))
+    final = load_file(str(weights_dir(tmp_path, STEPS) / "model.safetensors"))
     assert any(not torch.equal(initial[name], final[name]) for name in initial), "training changed nothing"
     orchestrator = read_metrics(tmp_path, "orchestrator")
     assert [m["step"] for m in orchestrator] == [1, 2, 3]
@@ -62,6 +64,6 @@ def test_async_level_0_trains_every_step_on_its_own_policy(start_server, tmp_pat
         tmp_path, server.url, "--orchestrator.async-level", "0", "--orchestrator.max-off-policy-steps", "1"
     )
     for step in range(1, STEPS + 1):
-        versions = {s.policy_version for s in load_batch(step_dir(tmp_path, "rollouts", step))}
+        versions = {s.policy_version for s in load_batch(rollouts_dir(tmp_path, step))}
         assert versions == {step - 1}, f"step {step} trained on samples of policies {versions}"
     assert all(m["off_policy_max"] == 1 for m in read_metrics(tmp_path, "orchestrator"))

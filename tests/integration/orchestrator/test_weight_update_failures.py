@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from asyncrl.run_dir import STABLE, step_dir
+from asyncrl.transport.layout import STABLE, weights_dir
 
 
 @pytest.mark.slow
@@ -19,7 +19,7 @@ def test_weights_a_server_refuses_stop_the_orchestrator_within_a_minute_with_its
 ):
     server = start_server("tiny")
     # The trainer's first publish, corrupt: a truncated model.safetensors behind a STABLE marker.
-    published = step_dir(tmp_path, "weights", 1)
+    published = weights_dir(tmp_path, 1)
     shutil.copytree(tiny_dir, published)
     weights = published / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:1000])

@@ -12,7 +12,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from asyncrl.run_dir import read_metrics
+from asyncrl.transport.metrics import read_metrics
 from tests.batches import write_batches
 
 STEPS = 2

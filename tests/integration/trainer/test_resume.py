@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 from safetensors.torch import load_file
 
-from asyncrl.run_dir import read_metrics
+from asyncrl.transport.layout import rollouts_dir
+from asyncrl.transport.metrics import read_metrics
 from tests.batches import write_batches
 
 OPTIONS = [
@@ -37,8 +38,9 @@ def _losses(run_dir: Path) -> dict[int, float]:
 @pytest.mark.slow
 @pytest.mark.parametrize("optim", ["adamw", "muon"])
 def test_killed_trainer_resumes_with_exactly_the_same_losses(tmp_path, optim):
-    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
-    write_batches(straight, 6)
+    batches, straight, resumed = tmp_path / "batches", tmp_path / "straight", tmp_path / "resumed"
+    write_batches(batches, 6)  # the trainer deletes batches its checkpoints cover: each run gets a copy
+    shutil.copytree(batches / "rollouts", straight / "rollouts")
     subprocess.run(
         _command(straight, "--trainer.optim.type", optim), check=True, capture_output=True, timeout=600
     )
@@ -46,7 +48,7 @@ def test_killed_trainer_resumes_with_exactly_the_same_losses(tmp_path, optim):
     # Only batches 1-3 exist: the trainer checkpoints step 3, then waits for batch 4 and is killed there.
     resumed.mkdir()
     for step in (1, 2, 3):
-        shutil.copytree(straight / "rollouts" / f"step_{step}", resumed / "rollouts" / f"step_{step}")
+        shutil.copytree(rollouts_dir(batches, step), rollouts_dir(resumed, step))
     process = subprocess.Popen(
         _command(resumed, "--trainer.optim.type", optim), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
@@ -58,7 +60,7 @@ def test_killed_trainer_resumes_with_exactly_the_same_losses(tmp_path, optim):
     process.wait()
 
     for step in (4, 5, 6):
-        shutil.copytree(straight / "rollouts" / f"step_{step}", resumed / "rollouts" / f"step_{step}")
+        shutil.copytree(rollouts_dir(batches, step), rollouts_dir(resumed, step))
     result = subprocess.run(
         _command(resumed, "--trainer.optim.type", optim, "--resume", "latest"), capture_output=True, text=True
     )

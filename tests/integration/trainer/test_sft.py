@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from asyncrl.envs.reverse_text import reverse_text_tasks, sft_records
-from asyncrl.run_dir import read_metrics
+from asyncrl.transport.metrics import read_metrics
 
 
 @pytest.mark.slow

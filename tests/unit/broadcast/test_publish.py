@@ -8,8 +8,9 @@ import pytest
 
 from asyncrl.broadcast import delta
 from asyncrl.broadcast.errors import PublishError, VersionNotFoundError
-from asyncrl.broadcast.publish import newest_stable_step, publish_version
+from asyncrl.broadcast.publish import publish_version
 from asyncrl.broadcast.store import VersionStore
+from asyncrl.transport.layout import latest_stable
 from tests.integration.broadcast.nodes import nudged, random_tensors, write_step
 
 SHARD = 64 << 10
@@ -75,10 +76,10 @@ def test_the_store_keeps_the_last_k_versions(tmp_path):
 
 def test_only_stable_steps_are_published_and_the_newest_first(tmp_path):
     weights = tmp_path / "weights"
-    assert newest_stable_step(weights) is None
+    assert latest_stable(weights) is None
     write_step(weights, 1, random_tensors(0))
     write_step(weights, 2, random_tensors(1))
     write_step(weights, 3, random_tensors(2), stable=False)  # the trainer is still writing it
-    assert newest_stable_step(weights) == (2, weights / "step_2")
+    assert latest_stable(weights) == (2, weights / "step_2")
     with pytest.raises(PublishError, match="does not exist"):
         publish_version(weights / "step_9", 9, VersionStore(tmp_path / "data", 2), SHARD, True)

@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from asyncrl.models import load_model
-from asyncrl.run_dir import Sample
 from asyncrl.trainer.packing import assign_bins, micro_batches_for_rank, pack
 from asyncrl.trainer.train_step import forward_logprobs
+from asyncrl.transport.batches import Sample
 
 
 def _sample(ids: list[int], n_prompt: int, temperature: float = 1.0) -> Sample:

@@ -1,20 +1,9 @@
-"""The run directory as the transport between processes: batches, weights and metrics.
-
-Everything another process reads appears atomically: a directory is written under a temporary name and
-renamed into place, and a weights dir is only complete once its `STABLE` marker exists. Keeping these
-few functions the only file I/O between orchestrator, trainer and inference lets another transport
-replace them later.
-"""
+"""Rollout batches, orchestrator -> trainer: safetensors (no pickle) of flat per-token tensors plus each
+sample's length, with the orchestrator's progress beside them in the same atomic write."""
 
 from __future__ import annotations
 
 import json
-import logging
-import os
-import shutil
-import tempfile
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,23 +13,16 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from asyncrl.errors import UserError
-
-log = logging.getLogger("asyncrl.run_dir")
+from asyncrl.transport.layout import rollouts_dir, write_atomically
 
 BATCH_FORMAT = "asyncrl.batch"
 BATCH_VERSION = "1"
 BATCH_FILE = "batch.safetensors"
 PROGRESS_FILE = "progress.json"
-STABLE = "STABLE"
-HEARTBEAT_S = 30.0
 
 
 class BatchFormatError(UserError):
     """A batch file is not an asyncrl batch of a version this trainer reads."""
-
-
-class WaitTimeout(UserError):
-    """Something another process should have written did not appear in time."""
 
 
 @dataclass
@@ -57,28 +39,6 @@ class Sample:
     """Weights version that generated the sample (the oldest, when an update landed mid-rollout)."""
     temperature: float = 1.0
     """Sampling temperature; the trainer divides its logits by it."""
-
-
-def step_dir(run_dir: Path, kind: str, step: int) -> Path:
-    return Path(run_dir) / kind / f"step_{step}"
-
-
-def write_atomically(final: Path, fill: Callable[[Path], None]) -> Path:
-    """Let `fill` write a directory under a temporary name beside `final`, then rename it into place."""
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
-    try:
-        fill(tmp)
-        if final.exists():
-            shutil.rmtree(final)
-        os.rename(tmp, final)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    return final
-
-
-# -- rollout batches: orchestrator -> trainer --------------------------------------------------------------
 
 
 def write_batch(
@@ -110,7 +70,7 @@ def write_batch(
         if progress is not None:
             (directory / PROGRESS_FILE).write_text(json.dumps(progress))
 
-    return write_atomically(step_dir(run_dir, "rollouts", step), fill)
+    return write_atomically(rollouts_dir(run_dir, step), fill)
 
 
 def load_progress(batch_dir: Path) -> dict[str, Any]:
@@ -147,62 +107,3 @@ def load_batch(path: Path) -> list[Sample]:
         )
         for i in range(len(tensors["sample_lengths"]))
     ]
-
-
-def wait_for(path: Path, what: str, timeout_s: float, poll_s: float = 0.05) -> float:
-    """Block until `path` exists; log a heartbeat while waiting; return the seconds waited."""
-    start = last_beat = time.monotonic()
-    while not path.exists():
-        now = time.monotonic()
-        if now - start > timeout_s:
-            raise WaitTimeout(f"waited {timeout_s:.0f}s for {what} at {path}; is its producer running?")
-        if now - last_beat > HEARTBEAT_S:
-            log.info("still waiting for %s at %s (%.0fs)", what, path, now - start)
-            last_beat = now
-        time.sleep(poll_s)
-    return time.monotonic() - start
-
-
-# -- weights: trainer -> inference -------------------------------------------------------------------------
-
-
-def publish_weights(run_dir: Path, step: int, save: Callable[[Path], None]) -> Path:
-    """Write weights/step_<step>/ through `save` (an HF dir), atomically, with STABLE written last."""
-    final = write_atomically(step_dir(run_dir, "weights", step), save)
-    (final / STABLE).touch()
-    return final
-
-
-def latest_weights(run_dir: Path) -> tuple[int, Path] | None:
-    """The newest weights dir whose STABLE marker exists."""
-    return latest_step_dir(Path(run_dir) / "weights", lambda d: (d / STABLE).exists())
-
-
-def latest_step_dir(parent: Path, complete: Callable[[Path], bool]) -> tuple[int, Path] | None:
-    """The `step_<N>` dir under `parent` with the highest N among those `complete` accepts."""
-    found = []
-    for path in Path(parent).glob("step_*"):
-        number = path.name.removeprefix("step_")
-        if number.isdigit() and complete(path):
-            found.append((int(number), path))
-    return max(found) if found else None
-
-
-# -- metrics -------------------------------------------------------------------------------------------
-
-
-def append_metrics(run_dir: Path, component: str, step: int, figures: dict[str, Any]) -> None:
-    """Append one line {"step", "component", ...figures} to metrics.jsonl."""
-    path = Path(run_dir) / "metrics.jsonl"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    line = json.dumps({"step": step, "component": component, **figures}) + "\n"
-    with open(path, "a") as f:
-        f.write(line)
-
-
-def read_metrics(run_dir: Path, component: str | None = None) -> list[dict[str, Any]]:
-    path = Path(run_dir) / "metrics.jsonl"
-    if not path.exists():
-        return []
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    return [r for r in rows if component is None or r["component"] == component]

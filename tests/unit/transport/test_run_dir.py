@@ -6,19 +6,9 @@ import time
 
 import pytest
 
-from asyncrl.run_dir import (
-    BatchFormatError,
-    Sample,
-    WaitTimeout,
-    append_metrics,
-    latest_weights,
-    load_batch,
-    publish_weights,
-    read_metrics,
-    step_dir,
-    wait_for,
-    write_batch,
-)
+from asyncrl.transport.batches import BatchFormatError, Sample, load_batch, write_batch
+from asyncrl.transport.layout import WaitTimeout, latest_weights, publish_weights, rollouts_dir, wait_for
+from asyncrl.transport.metrics import append_metrics, read_metrics
 
 
 def _samples() -> list[Sample]:
@@ -32,7 +22,7 @@ def _samples() -> list[Sample]:
 
 def test_batch_round_trips(tmp_path):
     path = write_batch(tmp_path, 5, _samples())
-    assert path == step_dir(tmp_path, "rollouts", 5)
+    assert path == rollouts_dir(tmp_path, 5)
     loaded = load_batch(path)
     assert loaded[0].input_ids == [1, 2, 3] and loaded[1].policy_version == 4
     assert loaded[0].temperature == pytest.approx(0.7)
