@@ -26,7 +26,7 @@ import torch
 from asyncrl.config import ModelConfig
 from asyncrl.inference.backend import Backend, SamplingParams
 from asyncrl.inference.config import InferenceConfig, InferenceServerConfig
-from asyncrl.inference.engine import TorchEngine
+from asyncrl.inference.torch.engine import TorchEngine
 from asyncrl.models import load_model, resolve_model_path
 
 
@@ -77,7 +77,7 @@ async def run_engine(model: str, workload: list[tuple[list[int], int]], inflight
 def run_vllm(
     model: str, workload: list[tuple[list[int], int]], inflight: int, threads: int, seed: int
 ) -> float:
-    from asyncrl.inference.vllm_backend import VLLMBackend
+    from asyncrl.inference.vllm.backend import VLLMBackend
 
     inference = InferenceConfig(backend="vllm", max_num_seqs=inflight, num_threads=threads)
     config = InferenceServerConfig(seed=seed, model=ModelConfig(path=model), inference=inference)

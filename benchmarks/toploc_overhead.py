@@ -25,7 +25,7 @@ import torch
 
 from asyncrl.inference.backend import SamplingParams
 from asyncrl.inference.config import InferenceConfig
-from asyncrl.inference.engine import TorchEngine
+from asyncrl.inference.torch.engine import TorchEngine
 from asyncrl.models import eos_token_ids, load_tokenizer, resolve_model_path
 from asyncrl.toploc.builder import ProofEncoder
 from asyncrl.toploc.config import ToplocConfig

@@ -15,7 +15,7 @@ from typing import Any
 import uvicorn
 from fastapi import FastAPI
 
-from asyncrl.inference.output_parsers import assistant_message
+from asyncrl.inference.api.output_parsers import assistant_message
 from asyncrl.inference.server_process import free_port
 from asyncrl.models import load_tokenizer
 

@@ -82,7 +82,7 @@ COMMANDS: dict[str, Command] = {
     ),
     "inference": Command(
         InferenceServerConfig,
-        "asyncrl.inference.server:serve",
+        "asyncrl.inference.serve:serve",
         "the OpenAI-compatible inference server alone",
         f"asyncrl inference {OPTIONS}",
     ),

@@ -66,7 +66,8 @@ def test_the_layer_contracts_hold():
 def test_importing_the_inference_service_leaves_the_trainer_unimported():
     code = (
         "import sys\n"
-        "import asyncrl.inference.server, asyncrl.inference.engine, asyncrl.toploc.verify, asyncrl.models\n"
+        "import asyncrl.inference.serve, asyncrl.inference.torch.engine\n"
+        "import asyncrl.toploc.verify, asyncrl.models\n"
         "above = ('asyncrl.trainer', 'asyncrl.builtin_models')\n"
         "above = sorted(m for m in sys.modules if m.startswith(above))\n"
         "assert not above, above\n"

@@ -16,7 +16,7 @@ from asyncrl.envs.client import ChatTurn, ModelClient
 from asyncrl.envs.environment import Environment, Rollout
 from asyncrl.envs.parsers import Parser
 from asyncrl.envs.rubric import Rubric
-from asyncrl.inference.output_parsers import assistant_message
+from asyncrl.inference.api.output_parsers import assistant_message
 
 
 class MultiTurnEnv(Environment):

@@ -12,7 +12,7 @@ import pytest
 from asyncrl.config import load_config
 from asyncrl.config_loader import BaseConfig
 from asyncrl.inference.config import InferenceServerConfig
-from asyncrl.inference.vllm_launch import VLLM_SERVER_MODULE, build_launch, vllm_python
+from asyncrl.inference.vllm.launch import VLLM_SERVER_MODULE, build_launch, vllm_python
 from asyncrl.launcher.config import RLConfig
 from asyncrl.orchestrator.config import OrchestratorProcessConfig
 from asyncrl.trainer.config import TrainerProcessConfig

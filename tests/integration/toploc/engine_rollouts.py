@@ -11,7 +11,7 @@ import torch
 
 from asyncrl.inference.backend import SamplingParams
 from asyncrl.inference.config import InferenceConfig
-from asyncrl.inference.engine import TorchEngine
+from asyncrl.inference.torch.engine import TorchEngine
 from asyncrl.models import load_model
 from asyncrl.toploc.config import ProofConfig
 from asyncrl.toploc.rollouts import Rollout

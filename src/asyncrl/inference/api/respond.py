@@ -16,6 +16,8 @@ from typing import Any
 from fastapi import Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
+from asyncrl.inference.api.protocol import APIError, new_id, now
+from asyncrl.inference.api.responses import ChoiceShaper, ChoiceState, usage
 from asyncrl.inference.backend import (
     Backend,
     EngineDeadError,
@@ -24,8 +26,6 @@ from asyncrl.inference.backend import (
     SequenceDelta,
     merged_streams,
 )
-from asyncrl.inference.protocol import APIError, new_id, now
-from asyncrl.inference.responses import ChoiceShaper, ChoiceState, usage
 
 log = logging.getLogger("asyncrl.inference")
 

@@ -2,15 +2,15 @@ from __future__ import annotations
 
 import pytest
 
-from asyncrl.inference.backend import SequenceDelta
-from asyncrl.inference.protocol import CompletionRequest
-from asyncrl.inference.responses import (
+from asyncrl.inference.api.protocol import CompletionRequest
+from asyncrl.inference.api.responses import (
     MIN_LOGPROB,
     ChoiceShaper,
     ChoiceState,
     TokenTexts,
     completion_logprobs,
 )
+from asyncrl.inference.backend import SequenceDelta
 from asyncrl.models import load_tokenizer
 
 

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from transformers import PreTrainedModel
 
-from asyncrl.inference.kv_cache import SlotKVCache
+from asyncrl.inference.torch.kv_cache import SlotKVCache
 from asyncrl.models import ModelLoadError
 
 SUPPORTED_MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3")

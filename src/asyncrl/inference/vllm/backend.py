@@ -32,11 +32,11 @@ from asyncrl.inference.backend import (
     merged_streams,
 )
 from asyncrl.inference.config import InferenceServerConfig
-from asyncrl.inference.vllm_launch import LENGTHS_METHOD, RELOAD_METHOD, VLLMProcessError, build_launch
-from asyncrl.inference.vllm_metrics import VLLMFigures, read_figures
-from asyncrl.inference.vllm_process import VLLMProcess
-from asyncrl.inference.vllm_weights import check_same_model, tensor_shapes
-from asyncrl.inference.vllm_wire import (
+from asyncrl.inference.vllm.launch import LENGTHS_METHOD, RELOAD_METHOD, VLLMProcessError, build_launch
+from asyncrl.inference.vllm.metrics import VLLMFigures, read_figures
+from asyncrl.inference.vllm.process import VLLMProcess
+from asyncrl.inference.vllm.weights import check_same_model, tensor_shapes
+from asyncrl.inference.vllm.wire import (
     GENERATE_ROUTE,
     StreamLabels,
     choice_delta,

@@ -27,9 +27,9 @@ from asyncrl.inference.backend import (
     SequenceDelta,
 )
 from asyncrl.inference.config import InferenceConfig
-from asyncrl.inference.model_runner import ModelRunner
-from asyncrl.inference.proof_capture import ProofCapture
-from asyncrl.inference.sampling import sample
+from asyncrl.inference.torch.model_runner import ModelRunner
+from asyncrl.inference.torch.proof_capture import ProofCapture
+from asyncrl.inference.torch.sampling import sample
 from asyncrl.inference.weights import read_weights
 from asyncrl.models import DTYPES, load_model, load_tokenizer
 

@@ -19,7 +19,7 @@ from typing import TextIO
 
 import httpx
 
-from asyncrl.inference.vllm_launch import VLLMLaunch, VLLMProcessError
+from asyncrl.inference.vllm.launch import VLLMLaunch, VLLMProcessError
 
 TAIL_LINES = 30
 PORT_ATTEMPTS = 3

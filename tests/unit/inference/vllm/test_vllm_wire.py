@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from asyncrl.inference.backend import SamplingParams
-from asyncrl.inference.vllm_wire import (
+from asyncrl.inference.vllm.wire import (
     StreamLabels,
     choice_delta,
     choice_seed,

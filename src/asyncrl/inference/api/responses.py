@@ -7,9 +7,9 @@ from typing import Any
 
 from transformers import PreTrainedTokenizerBase
 
+from asyncrl.inference.api.output_parsers import assistant_message
+from asyncrl.inference.api.protocol import ChatCompletionRequest, CompletionRequest
 from asyncrl.inference.backend import SequenceDelta
-from asyncrl.inference.output_parsers import assistant_message
-from asyncrl.inference.protocol import ChatCompletionRequest, CompletionRequest
 from asyncrl.models import byte_symbols
 
 # JSON has no -inf: a token outside the top-p nucleus reports this instead, as vLLM does.

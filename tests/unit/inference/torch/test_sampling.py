@@ -2,7 +2,7 @@ import math
 
 import torch
 
-from asyncrl.inference.sampling import nucleus_logprobs, sample
+from asyncrl.inference.torch.sampling import nucleus_logprobs, sample
 
 
 def _sample(logits, temperature, top_p, generators=None, top_k=0, seed=0):

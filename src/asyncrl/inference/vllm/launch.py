@@ -18,19 +18,19 @@ from typing import Any
 from asyncrl.errors import UserError
 from asyncrl.inference.config import InferenceServerConfig, VLLMConfig
 
-CHECKOUT_VENV = Path(__file__).resolve().parents[3] / ".venv-vllm"
+CHECKOUT_VENV = Path(__file__).resolve().parents[4] / ".venv-vllm"
 """Where `make vllm` installs vLLM's CPU build, beside the checkout's .venv."""
 
 VLLM_SERVER_MODULE = "vllm.entrypoints.openai.api_server"
 
 WORKER_MODULE = "asyncrl_vllm_worker"
-"""vllm_worker.py as vLLM's worker processes import it (`--worker-extension-cls`)."""
+"""vllm/worker.py as vLLM's worker processes import it (`--worker-extension-cls`)."""
 WORKER_EXTENSION = f"{WORKER_MODULE}.WeightReloadExtension"
 RELOAD_METHOD = "asyncrl_reload_weights"
 LENGTHS_METHOD = "asyncrl_output_lengths"
 
 MAX_TOP_LOGPROBS = 20
-"""The most alternatives a request may ask for (protocol.py); vLLM is asked for one more, see vllm_wire."""
+"""The most alternatives a request may ask for (protocol.py); vLLM is asked for one more, see vllm/wire.py."""
 
 
 class VLLMProcessError(UserError):
@@ -78,12 +78,12 @@ def detect_device(config: VLLMConfig) -> str:
 
 
 def worker_extension_dir() -> Path:
-    """A dir holding vllm_worker.py as the top-level module WORKER_MODULE, for vLLM's PYTHONPATH. vLLM may
+    """A dir holding vllm/worker.py as the top-level module WORKER_MODULE, for vLLM's PYTHONPATH. vLLM may
     run in an environment without asyncrl, and a dir of asyncrl's own modules could shadow packages there
     (`metrics`, `protocol`), so the dir holds this one file, rewritten atomically when it changed."""
     directory = Path(tempfile.gettempdir()) / f"asyncrl-vllm-worker-{os.getuid()}"
     directory.mkdir(exist_ok=True)
-    source = Path(__file__).with_name("vllm_worker.py").read_text()
+    source = Path(__file__).with_name("worker.py").read_text()
     target = directory / f"{WORKER_MODULE}.py"
     if not target.exists() or target.read_text() != source:
         staged = target.with_suffix(f".{os.getpid()}.tmp")

@@ -8,7 +8,7 @@ import torch
 from safetensors.torch import save_file
 
 from asyncrl.inference.backend import WeightUpdateError
-from asyncrl.inference.vllm_weights import check_same_model, tensor_shapes
+from asyncrl.inference.vllm.weights import check_same_model, tensor_shapes
 
 SERVED = {"model.embed_tokens.weight": (16, 8), "model.norm.weight": (8,)}
 

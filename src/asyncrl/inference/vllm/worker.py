@@ -1,7 +1,7 @@
 """asyncrl's extension of vLLM's worker: reloading weights in place, tied LM heads included.
 
 This module runs inside vLLM's worker processes, mixed into vLLM's Worker class (`--worker-extension-cls`),
-where it is imported as the top-level module `asyncrl_vllm_worker` (see vllm_launch): vLLM may run in an
+where it is imported as the top-level module `asyncrl_vllm_worker` (see vllm/launch.py): vLLM may run in an
 environment of its own, so nothing here imports asyncrl.
 """
 

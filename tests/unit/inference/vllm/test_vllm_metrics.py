@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from asyncrl.inference.vllm_metrics import read_figures
+from asyncrl.inference.vllm.metrics import read_figures
 
 EXPOSITION = """\
 # HELP vllm:num_requests_running Number of requests in model execution batches.

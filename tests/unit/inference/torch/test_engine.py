@@ -10,8 +10,8 @@ import torch
 
 from asyncrl.inference.backend import EngineDeadError, InvalidRequestError, SamplingParams
 from asyncrl.inference.config import InferenceConfig
-from asyncrl.inference.engine import TorchEngine, _Request, _Sequence
-from asyncrl.inference.kv_cache import SlotKVCache
+from asyncrl.inference.torch.engine import TorchEngine, _Request, _Sequence
+from asyncrl.inference.torch.kv_cache import SlotKVCache
 
 
 def run(coro):

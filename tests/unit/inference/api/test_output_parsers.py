@@ -2,9 +2,9 @@ from __future__ import annotations
 
 import json
 
-from asyncrl.inference.output_parsers import assistant_message, parse_hermes_tool_calls, parse_reasoning
-from asyncrl.inference.protocol import ChatCompletionRequest
-from asyncrl.inference.responses import ChoiceShaper, ChoiceState, TokenTexts
+from asyncrl.inference.api.output_parsers import assistant_message, parse_hermes_tool_calls, parse_reasoning
+from asyncrl.inference.api.protocol import ChatCompletionRequest
+from asyncrl.inference.api.responses import ChoiceShaper, ChoiceState, TokenTexts
 from asyncrl.models import load_tokenizer
 
 CALL = '<tool_call>\n{"name": "add", "arguments": {"a": 1, "b": 2}}\n</tool_call>'

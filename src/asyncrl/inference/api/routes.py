@@ -1,0 +1,128 @@
+"""The HTTP routes, on one module-level router: each validates, calls the backend, shapes the answer. The
+backend and everything else a route needs come from the app's state (`Served`)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from asyncrl.broadcast.errors import BroadcastError
+from asyncrl.inference.api.protocol import (
+    APIError,
+    ChatCompletionRequest,
+    CompletionRequest,
+    TokenizeRequest,
+    UpdateWeightsRequest,
+    now,
+)
+from asyncrl.inference.api.respond import respond
+from asyncrl.inference.api.responses import ChoiceShaper
+from asyncrl.inference.api.served import Served, completion_prompts
+from asyncrl.inference.backend import WeightUpdateError
+
+log = logging.getLogger("asyncrl.inference")
+router = APIRouter()
+
+
+def served(raw: Request) -> Served:
+    return raw.app.state.served
+
+
+@router.get("/health")
+async def health(raw: Request) -> JSONResponse:
+    stats = served(raw).backend.stats()
+    return JSONResponse({"status": "ok", "policy_version": stats.policy_version, "pid": os.getpid()})
+
+
+@router.get("/metrics")
+async def metrics(raw: Request) -> Response:
+    return Response(generate_latest(raw.app.state.registry), media_type=CONTENT_TYPE_LATEST)
+
+
+@router.get("/v1/models")
+async def models(raw: Request) -> dict[str, Any]:
+    model = served(raw)
+    card = {
+        "id": model.name,
+        "object": "model",
+        "created": now(),
+        "owned_by": "asyncrl",
+        "max_model_len": model.backend.max_model_len,
+    }
+    return {"object": "list", "data": [card]}
+
+
+@router.post("/update_weights")
+async def update_weights(request: UpdateWeightsRequest, raw: Request) -> dict[str, Any]:
+    model = served(raw)
+    fetched: dict[str, Any] = {}
+    async with model.weights_lock:
+        path = request.path
+        if request.source is not None:
+            # Fetched and checked into this server's own dir first: a failed fetch loads nothing.
+            try:
+                out, report = await asyncio.to_thread(model.inbox.fetch, request.source, request.version)
+            except BroadcastError as e:
+                raise APIError(e.http_status, f"{e}; the old weights keep serving", "source") from None
+            path, fetched = str(out), {"path": str(out), "fetch": report.as_dict()}
+            log.info("weights v%d: %s", request.version, report.summary())
+        try:
+            seconds = await model.backend.update_weights(path, request.version)
+        except WeightUpdateError as e:
+            raise APIError(400, f"{e}; the old weights keep serving", "path") from None
+    log.info("weights v%d from %s swapped in %.3fs", request.version, path, seconds)
+    return {"status": "ok", "policy_version": request.version, "seconds": seconds, **fetched}
+
+
+@router.post("/v1/completions")
+async def completions(request: CompletionRequest, raw: Request) -> Response:
+    model = served(raw)
+    model.check_model(request.model)
+    model.check_choices(request.n)
+    prompts = completion_prompts(model, request.prompt)
+    top = request.logprobs or 0
+    params = [model.sampling_params(request, len(p), request.max_tokens, top) for p in prompts]
+    shape = ChoiceShaper(model.tokenizer, model.token_text, request, toploc=params[0].toploc)
+    return await respond(raw, model.backend, shape, model.name, prompts, params)
+
+
+@router.post("/v1/chat/completions")
+async def chat_completions(request: ChatCompletionRequest, raw: Request) -> Response:
+    model = served(raw)
+    model.check_model(request.model)
+    model.check_choices(request.n)
+    prompt = model.render_chat(
+        request.messages, request.tools, request.add_generation_prompt, request.continue_final_message
+    )
+    max_tokens = request.max_completion_tokens or request.max_tokens
+    top = (request.top_logprobs or 0) if request.logprobs else 0
+    params = [model.sampling_params(request, len(prompt), max_tokens, top)]
+    shape = ChoiceShaper(
+        model.tokenizer,
+        model.token_text,
+        request,
+        model.tool_call_parser,
+        model.reasoning_parser,
+        toploc=params[0].toploc,
+    )
+    return await respond(raw, model.backend, shape, model.name, [list(prompt)], params)
+
+
+@router.post("/tokenize")
+async def tokenize(request: TokenizeRequest, raw: Request) -> dict[str, Any]:
+    """vLLM's /tokenize: the prompt ids a chat or completions request would be given."""
+    model = served(raw)
+    model.check_model(request.model)
+    if request.messages is not None:
+        tokens = model.render_chat(request.messages, request.tools, request.add_generation_prompt, False)
+    elif request.prompt is not None:
+        tokens = model.encode(request.prompt)
+    else:
+        raise APIError(400, "give `messages` or `prompt`", "messages")
+    return {"tokens": tokens, "count": len(tokens), "max_model_len": model.backend.max_model_len}
