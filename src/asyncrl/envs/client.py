@@ -11,11 +11,19 @@ import asyncio
 import json
 import logging
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import aiohttp
+from pydantic import BaseModel, ValidationError
 
 from asyncrl.errors import UserError
+from asyncrl.inference.api.protocol import (
+    ChatChoice,
+    ChatCompletionResponse,
+    CompletionChoice,
+    CompletionResponse,
+    TokenizeResponse,
+)
 
 log = logging.getLogger("asyncrl.envs")
 
@@ -110,12 +118,11 @@ class ModelClient:
         }
         if tools:
             body["tools"] = tools
-        choice = (await self.post("/v1/chat/completions", body))["choices"][0]
-        content = (choice.get("logprobs") or {}).get("content") or []
-        message = {k: v for k, v in choice["message"].items() if v is not None}
-        return _turn(
-            choice, message, choice.get("prompt_token_ids") or [], [item["logprob"] for item in content]
-        )
+        answer = await self.post("/v1/chat/completions", body)
+        choice = _parse(ChatCompletionResponse, answer, "/v1/chat/completions").choices[0]
+        content = (choice.logprobs.content if choice.logprobs else None) or []
+        message = {k: v for k, v in choice.message.items() if v is not None}
+        return _turn(choice, message, choice.prompt_token_ids or [], [item.logprob for item in content])
 
     async def tokenize(
         self, messages: list[dict[str, Any]], tools: list[dict] | None, add_generation_prompt: bool
@@ -128,7 +135,7 @@ class ModelClient:
         }
         if tools:
             body["tools"] = tools
-        return (await self.post("/tokenize", body))["tokens"]
+        return _parse(TokenizeResponse, await self.post("/tokenize", body), "/tokenize").tokens
 
     async def complete(self, prompt_token_ids: list[int], sampling: dict[str, Any]) -> tuple[str, ChatTurn]:
         """Generate from exact prompt ids (token-in); the text and the turn, whose message is left empty."""
@@ -139,25 +146,44 @@ class ModelClient:
             "return_token_ids": True,
             **sampling,
         }
-        choice = (await self.post("/v1/completions", body))["choices"][0]
-        logprobs = (choice.get("logprobs") or {}).get("token_logprobs") or []
-        turn = _turn(choice, {}, choice.get("prompt_token_ids") or prompt_token_ids, logprobs)
-        return choice.get("text") or "", turn
+        choice = _parse(
+            CompletionResponse, await self.post("/v1/completions", body), "/v1/completions"
+        ).choices[0]
+        logprobs = [lp or 0.0 for lp in choice.logprobs.token_logprobs] if choice.logprobs else []
+        turn = _turn(choice, {}, choice.prompt_token_ids or prompt_token_ids, logprobs)
+        return choice.text, turn
 
 
 def _turn(
-    choice: dict[str, Any], message: dict[str, Any], prompt_token_ids: list[int], logprobs: list[float]
+    choice: ChatChoice | CompletionChoice,
+    message: dict[str, Any],
+    prompt_token_ids: list[int],
+    logprobs: list[float],
 ) -> ChatTurn:
     return ChatTurn(
         message=message,
         prompt_token_ids=prompt_token_ids,
-        token_ids=choice.get("token_ids") or [],
+        token_ids=choice.token_ids or [],
         logprobs=logprobs,
-        policy_version=choice.get("policy_version", 0),
-        finish_reason=choice.get("finish_reason") or "stop",
-        token_policy_versions=choice.get("token_policy_versions") or [],
-        toploc_proofs=choice.get("toploc_proofs") or [],
+        policy_version=choice.policy_version,
+        finish_reason=choice.finish_reason or "stop",
+        token_policy_versions=choice.token_policy_versions or [],
+        toploc_proofs=choice.toploc_proofs or [],
     )
+
+
+R = TypeVar("R", bound=BaseModel)
+
+
+def _parse(model: type[R], answer: dict[str, Any], route: str) -> R:
+    """`answer` read with the API's response model; a ModelRequestError naming what is wrong otherwise."""
+    try:
+        return model.model_validate(answer)
+    except ValidationError as e:
+        first = e.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise ModelRequestError(f"{route} answered something that is not a {model.__name__}: {where}: "
+                                f"{first['msg']}") from None  # fmt: skip
 
 
 def _error_message(text: str) -> str:

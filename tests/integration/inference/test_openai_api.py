@@ -303,3 +303,29 @@ def test_tools_and_tool_messages_go_through_the_chat_template(server):
     assert response.status_code == 200, response.text
     prompt = bytes(t for t in response.json()["choices"][0]["prompt_token_ids"] if t < 256).decode()
     assert '"name": "add"' in prompt and "<tool_response>\n3\n</tool_response>" in prompt
+
+
+def test_answers_parse_with_the_apis_response_models_as_the_model_client_reads_them(server):
+    from asyncrl.inference.api.protocol import ChatCompletionResponse, CompletionResponse, TokenizeResponse
+
+    extensions = {"return_token_ids": True, "max_tokens": 6, "temperature": 1.0}
+    chat = httpx.post(
+        f"{server.url}/v1/chat/completions",
+        json={"model": "tiny", "messages": CHAT, "logprobs": True, "n": 2, **extensions},
+        timeout=60,
+    ).json()
+    parsed = ChatCompletionResponse.model_validate(chat)
+    for choice, raw in zip(parsed.choices, chat["choices"], strict=True):
+        assert choice.token_ids == raw["token_ids"] and len(choice.logprobs.content) == len(raw["token_ids"])
+        assert choice.prompt_token_ids and choice.message["role"] == "assistant"
+    completion = httpx.post(
+        f"{server.url}/v1/completions",
+        json={"model": "tiny", "prompt": [97, 98], "logprobs": 0, **extensions},
+        timeout=60,
+    ).json()
+    choice = CompletionResponse.model_validate(completion).choices[0]
+    assert choice.prompt_token_ids == [97, 98] and len(choice.logprobs.token_logprobs) == len(
+        choice.token_ids
+    )
+    tokens = httpx.post(f"{server.url}/tokenize", json={"model": "tiny", "prompt": "ab"}, timeout=60).json()
+    assert TokenizeResponse.model_validate(tokens).tokens == [97, 98]

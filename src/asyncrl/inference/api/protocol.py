@@ -120,3 +120,66 @@ def new_id(prefix: Literal["cmpl", "chatcmpl"]) -> str:
 
 def now() -> int:
     return int(time.time())
+
+
+# Responses, as clients read them: what asyncrl's ModelClient parses, whichever OpenAI-compatible server
+# answered (fields another server leaves out take their defaults; fields this one does not know are kept).
+
+
+class _Response(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+
+class TokenLogprob(_Response):
+    token: str = ""
+    logprob: float
+
+
+class ChatLogprobs(_Response):
+    content: list[TokenLogprob] | None = None
+
+
+class CompletionLogprobs(_Response):
+    tokens: list[str] = []
+    token_logprobs: list[float | None] = []
+
+
+class _Choice(_Response):
+    index: int = 0
+    finish_reason: str | None = None
+    prompt_token_ids: list[int] | None = None
+    """asyncrl (and vLLM) with `return_token_ids`: the prompt as the model saw it."""
+    token_ids: list[int] | None = None
+    """With `return_token_ids`: the generated tokens."""
+    policy_version: int = 0
+    """asyncrl: the weights version that generated the choice (the oldest, across an update)."""
+    token_policy_versions: list[int] | None = None
+    """asyncrl with `return_token_ids`: each token's weights version."""
+    toploc_proofs: list[str] | None = None
+    """asyncrl with `toploc`: one TOPLOC proof per chunk."""
+
+
+class ChatChoice(_Choice):
+    message: dict[str, Any]
+    logprobs: ChatLogprobs | None = None
+
+
+class CompletionChoice(_Choice):
+    text: str = ""
+    logprobs: CompletionLogprobs | None = None
+
+
+class ChatCompletionResponse(_Response):
+    id: str = ""
+    model: str = ""
+    choices: list[ChatChoice] = Field(min_length=1)
+
+
+class CompletionResponse(_Response):
+    id: str = ""
+    model: str = ""
+    choices: list[CompletionChoice] = Field(min_length=1)
+
+
+class TokenizeResponse(_Response):
+    tokens: list[int]

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from asyncrl.config import ConfigError, load_config
-from asyncrl.inference.vllm import launch as vllm_launch
 from asyncrl.inference.config import InferenceServerConfig
+from asyncrl.inference.vllm import launch as vllm_launch
 from asyncrl.inference.vllm.launch import (
     WORKER_MODULE,
     VLLMProcessError,
