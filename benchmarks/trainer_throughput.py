@@ -27,7 +27,7 @@ from asyncrl.trainer.distributed import Ranks
 from asyncrl.trainer.losses import masked_is
 from asyncrl.trainer.model_setup import build, peak_memory_mb
 from asyncrl.trainer.train_step import train_on_batch
-from asyncrl.transport.batches import Sample
+from asyncrl.transport.batches import Batch, Sample
 
 MODELS = {
     "tiny": None,
@@ -52,7 +52,7 @@ def make_model_dir(name: str, out: str) -> str:
     return out
 
 
-def make_batch(tokens: int, seed: int) -> list[Sample]:
+def make_batch(tokens: int, seed: int) -> Batch:
     """RL-like samples (prompt 32-128 tokens, completion 32-384) until `tokens` tokens."""
     rng = random.Random(seed)
     samples, total = [], 0
@@ -63,7 +63,7 @@ def make_batch(tokens: int, seed: int) -> list[Sample]:
         mask = [i >= prompt for i in range(n)]
         samples.append(Sample(ids, mask, [rng.choice([-1.0, 1.0])] * n, [-5.5] * n, 0))
         total += n
-    return samples
+    return Batch.from_samples(samples)
 
 
 def run_one(

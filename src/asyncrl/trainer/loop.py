@@ -16,7 +16,7 @@ from asyncrl.trainer.distributed import init_distributed
 from asyncrl.trainer.losses import resolve_loss
 from asyncrl.trainer.model_setup import build, publish, speed_figures
 from asyncrl.trainer.train_step import train_on_batch
-from asyncrl.transport.batches import Sample, load_batch
+from asyncrl.transport.batches import Batch, load_batch
 from asyncrl.transport.layout import rollouts_dir, wait_for
 from asyncrl.transport.metrics import append_metrics
 from asyncrl.transport.retention import prune_run_dir
@@ -25,7 +25,7 @@ from asyncrl.transport.status import StatusFile
 log = logging.getLogger("asyncrl.trainer")
 
 
-def read_batch(run_dir: Path, step: int, timeout_s: float, status: StatusFile) -> tuple[list[Sample], float]:
+def read_batch(run_dir: Path, step: int, timeout_s: float, status: StatusFile) -> tuple[Batch, float]:
     """Wait for rollouts/step_<step>/ (renamed into place whole by the orchestrator) and load it."""
     path = rollouts_dir(run_dir, step)
     status.waiting(f"the step {step} batch")
@@ -62,12 +62,12 @@ def train(config: TrainerProcessConfig) -> None:
     progress = tqdm(total=config.max_steps, initial=step, desc="trainer", disable=not ranks.is_main)
     while step < config.max_steps:
         step += 1
-        samples, wait_s = read_batch(run_dir, step, cfg.batch_timeout_s, status)
+        batch, wait_s = read_batch(run_dir, step, cfg.batch_timeout_s, status)
         start = time.perf_counter()
-        figures = train_on_batch(model, optimizers, samples, loss_fn, cfg, step, config.max_steps, ranks)
+        figures = train_on_batch(model, optimizers, batch, loss_fn, cfg, step, config.max_steps, ranks)
         publish(run_dir, step, model, tokenizer, ranks)
         if ranks.is_main:  # before the checkpoint: a step whose checkpoint exists has its metrics
-            figures.update(wait_s=wait_s, **speed_figures(samples, time.perf_counter() - start))
+            figures.update(wait_s=wait_s, **speed_figures(batch, time.perf_counter() - start))
             append_metrics(run_dir, "trainer", step, figures)
         if cfg.checkpoint.interval and step % cfg.checkpoint.interval == 0:
             save_checkpoint(run_dir, step, model, optimizers, ranks, cfg.checkpoint.keep_last)

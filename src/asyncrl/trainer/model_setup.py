@@ -13,7 +13,7 @@ from asyncrl.models import load_model
 from asyncrl.trainer.config import TrainerConfig
 from asyncrl.trainer.distributed import Ranks, apply_activation_checkpointing, apply_fsdp, full_state_dict
 from asyncrl.trainer.optim import build_optimizers
-from asyncrl.transport.batches import Sample
+from asyncrl.transport.batches import Batch
 from asyncrl.transport.layout import publish_weights
 
 
@@ -39,9 +39,9 @@ def peak_memory_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def speed_figures(samples: list[Sample], step_s: float) -> dict[str, float]:
-    """Throughput and memory of a step that took `step_s` seconds over `samples`."""
-    tokens = sum(len(s.input_ids) for s in samples)
+def speed_figures(batch: Batch, step_s: float) -> dict[str, float]:
+    """Throughput and memory of a step that took `step_s` seconds over `batch`."""
+    tokens = len(batch.input_ids)
     return {"tokens_per_s": tokens / step_s, "step_s": step_s, "peak_memory_mb": peak_memory_mb()}
 
 

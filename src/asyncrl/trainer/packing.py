@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
-from asyncrl.transport.batches import Sample
+from asyncrl.transport.batches import Batch, Sample
 
 
 @dataclass
@@ -61,49 +61,45 @@ def assign_bins(lengths: list[int], budget: int) -> list[list[int]]:
     return bins
 
 
-def pack(rows: list[list[Sample]]) -> MicroBatch:
-    """One micro-batch of `rows`, each row's samples laid end to end and right-padded to the longest row.
-    Padding tokens attend only to themselves and train nothing."""
-    width = max(sum(len(s.input_ids) for s in row) for row in rows)
-    ids, positions, targets, mask, adv, inf_lp, temps, sample_ids, segments = ([] for _ in range(9))
-    k = 0
-    for row in rows:
-        row_segments: list[int] = []
-        for s in row:
-            n = len(s.input_ids)
-            ids += s.input_ids
-            positions += range(n)
-            targets += s.input_ids[1:] + [0]
-            mask += s.loss_mask[1:] + [False]
-            adv += s.advantages[1:] + [0.0]
-            inf_lp += s.inference_logprobs[1:] + [0.0]
-            temps += [s.temperature] * n
-            sample_ids += [k] * n
-            row_segments += [k] * n
-            k += 1
-        pad = width - len(row_segments)
-        ids += [0] * pad
-        positions += [0] * pad
-        targets += [0] * pad
-        mask += [False] * pad
-        adv += [0.0] * pad
-        inf_lp += [0.0] * pad
-        temps += [1.0] * pad
-        sample_ids += [0] * pad  # any valid index: padding is outside the loss mask
-        segments.append(row_segments + [-1 - i for i in range(pad)])  # a segment of its own per pad
-    segment = torch.tensor(segments)
+def pack(batch: Batch, rows: list[list[int]]) -> MicroBatch:
+    """One micro-batch of `rows` (each a list of the batch's sample indices), each row's samples laid end
+    to end and right-padded to the longest row, gathered from the flat tensors with tensor ops. Padding
+    tokens attend only to themselves and train nothing."""
+    order = torch.tensor([i for row in rows for i in row], dtype=torch.int64)
+    lengths = batch.sample_lengths[order]
+    total = int(lengths.sum())
+    token = torch.arange(total)
+    sample = torch.repeat_interleave(torch.arange(len(order)), lengths)  # each token's sample, 0..k-1
+    within = token - (lengths.cumsum(0) - lengths)[sample]  # its position in that sample
+    source = batch.starts[order][sample] + within  # its place in the batch's flat tensors
+    last = within == lengths[sample] - 1  # predicts nothing: the next token is another sample's
+    following = (source + 1).clamp(max=max(0, len(batch.input_ids) - 1))
+    row_lengths = torch.tensor([int(batch.sample_lengths[row].sum()) for row in rows])
+    width = int(row_lengths.max())
+    row = torch.repeat_interleave(torch.arange(len(rows)), torch.tensor([len(r) for r in rows]))[sample]
+    place = row * width + token - (row_lengths.cumsum(0) - row_lengths)[row]
+    size = len(rows) * width
+
+    def laid(values: torch.Tensor, pad: float | int | bool) -> torch.Tensor:
+        out = torch.full((size,), pad, dtype=values.dtype)
+        out[place] = values
+        return out
+
+    segment = -1 - torch.arange(size)  # each padding position a segment of its own
+    segment[place] = sample
+    segment = segment.view(len(rows), width)
     causal = torch.ones(width, width, dtype=torch.bool).tril()
     same_segment = segment.unsqueeze(1) == segment.unsqueeze(2)
     return MicroBatch(
-        input_ids=torch.tensor(ids).view(len(rows), width),
-        position_ids=torch.tensor(positions).view(len(rows), width),
+        input_ids=laid(batch.input_ids[source], 0).view(len(rows), width),
+        position_ids=laid(within, 0).view(len(rows), width),
         attention_mask=(causal & same_segment).unsqueeze(1),
-        target_ids=torch.tensor(targets),
-        loss_mask=torch.tensor(mask),
-        advantages=torch.tensor(adv, dtype=torch.float32),
-        inference_logprobs=torch.tensor(inf_lp, dtype=torch.float32),
-        temperatures=torch.tensor(temps, dtype=torch.float32),
-        sample_ids=torch.tensor(sample_ids),
+        target_ids=laid(batch.input_ids[following].masked_fill(last, 0), 0),
+        loss_mask=laid(batch.loss_mask[following] & ~last, False),
+        advantages=laid(batch.advantages[following].masked_fill(last, 0.0), 0.0),
+        inference_logprobs=laid(batch.inference_logprobs[following].masked_fill(last, 0.0), 0.0),
+        temperatures=laid(batch.temperatures[order][sample], 1.0),
+        sample_ids=laid(sample, 0),  # padding may name any sample: it is outside the loss mask
     )
 
 
@@ -120,29 +116,29 @@ def group_rows(row_lengths: list[int], budget: int) -> list[list[int]]:
     return groups
 
 
-def loss_token_count(samples: list[Sample]) -> int:
+def loss_token_count(batch: Batch) -> int:
     """Tokens a step trains on (a sample's first token is never predicted, so never counts)."""
-    return sum(sum(s.loss_mask[1:]) for s in samples)
+    first = batch.starts[batch.sample_lengths > 0]
+    return int(batch.loss_mask.sum()) - int(batch.loss_mask[first].sum())
 
 
-def _empty_sample() -> Sample:
-    return Sample(
-        input_ids=[0], loss_mask=[False], advantages=[0.0], inference_logprobs=[0.0], policy_version=0
-    )
+EMPTY = Batch.from_samples(
+    [Sample(input_ids=[0], loss_mask=[False], advantages=[0.0], inference_logprobs=[0.0], policy_version=0)]
+)
+"""One token that trains nothing: what a rank with fewer micro-batches than the others packs."""
 
 
 def micro_batches_for_rank(
-    samples: list[Sample], row_tokens: int, budget: int, rank: int, world_size: int
+    batch: Batch, row_tokens: int, budget: int, rank: int, world_size: int
 ) -> list[MicroBatch]:
     """This rank's share of the step's micro-batches: samples packed into rows of `row_tokens`, rows
     stacked up to `budget` tokens. Every rank gets the same count (padded with a one-token micro-batch
     that trains nothing), because each forward/backward is a collective under FSDP."""
-    rows = [
-        [samples[i] for i in sorted(b)] for b in assign_bins([len(s.input_ids) for s in samples], row_tokens)
-    ]
-    groups = group_rows([sum(len(s.input_ids) for s in row) for row in rows], budget)
+    lengths = batch.sample_lengths.tolist()
+    rows = [sorted(b) for b in assign_bins(lengths, row_tokens)]
+    groups = group_rows([sum(lengths[i] for i in row) for row in rows], budget)
     per_rank = -(-len(groups) // world_size)
     mine = groups[rank::world_size]
-    batches = [pack([rows[i] for i in group]) for group in mine]
-    batches += [pack([[_empty_sample()]]) for _ in range(per_rank - len(mine))]
+    batches = [pack(batch, [rows[i] for i in group]) for group in mine]
+    batches += [pack(EMPTY, [[0]]) for _ in range(per_rank - len(mine))]
     return batches

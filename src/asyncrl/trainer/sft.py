@@ -19,7 +19,7 @@ from asyncrl.trainer.model_setup import build, publish, speed_figures
 from asyncrl.trainer.packing import micro_batches_for_rank
 from asyncrl.trainer.sft_data import SFTDataError, read_records, split_train_eval, tokenize
 from asyncrl.trainer.train_step import forward_logprobs, train_on_batch
-from asyncrl.transport.batches import Sample
+from asyncrl.transport.batches import Batch, Sample
 from asyncrl.transport.layout import weights_dir
 from asyncrl.transport.metrics import append_metrics
 
@@ -42,7 +42,11 @@ def eval_loss(model: torch.nn.Module, samples: list[Sample], config: TrainerConf
     """Mean cross-entropy per loss token over `samples`, across ranks."""
     totals = torch.zeros(2, dtype=torch.float64, device=ranks.device)
     packed = micro_batches_for_rank(
-        samples, config.row_tokens, config.micro_batch_tokens, ranks.rank, ranks.world_size
+        Batch.from_samples(samples),
+        config.row_tokens,
+        config.micro_batch_tokens,
+        ranks.rank,
+        ranks.world_size,
     )
     for mb in packed:
         mb = mb.to(ranks.device)
@@ -79,7 +83,7 @@ def run_sft(config: SFTProcessConfig) -> None:
     while step < total_steps:
         step += 1
         start = time.perf_counter()
-        batch = step_samples(train, step, data.batch_size, config.seed)
+        batch = Batch.from_samples(step_samples(train, step, data.batch_size, config.seed))
         figures = train_on_batch(model, optimizers, batch, sft_loss, cfg, step, total_steps, ranks)
         if evals and (step % data.eval_interval == 0 or step == total_steps):
             figures["eval_loss"] = eval_loss(model, evals, cfg, ranks)

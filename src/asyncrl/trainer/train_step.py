@@ -9,7 +9,7 @@ from asyncrl.trainer.distributed import Ranks, all_reduce_sum
 from asyncrl.trainer.losses import LossFn, LossInputs
 from asyncrl.trainer.optim import lr_factor, set_lr
 from asyncrl.trainer.packing import MicroBatch, loss_token_count, micro_batches_for_rank
-from asyncrl.transport.batches import Sample
+from asyncrl.transport.batches import Batch
 
 FIGURES = ("loss", "mismatch_kl", "masked_frac", "entropy")
 
@@ -82,23 +82,21 @@ def optimizer_step(
 def train_on_batch(
     model: torch.nn.Module,
     optimizers: list[torch.optim.Optimizer],
-    samples: list[Sample],
+    batch: Batch,
     loss_fn: LossFn,
     config: TrainerConfig,
     step: int,
     total_steps: int,
     ranks: Ranks,
 ) -> dict[str, float]:
-    """Optimizer step `step` (1-based) on `samples`: schedule the lr, pack this rank's share, accumulate
+    """Optimizer step `step` (1-based) on `batch`: schedule the lr, pack this rank's share, accumulate
     gradients, update. Returns the step's loss figures with `grad_norm` and `lr`."""
     lr = config.optim.lr * lr_factor(step - 1, config.optim, total_steps)
     set_lr(optimizers, lr)
     micro_batches = micro_batches_for_rank(
-        samples, config.row_tokens, config.micro_batch_tokens, ranks.rank, ranks.world_size
+        batch, config.row_tokens, config.micro_batch_tokens, ranks.rank, ranks.world_size
     )
-    figures = accumulate_gradients(
-        model, micro_batches, loss_fn, config.loss, loss_token_count(samples), ranks
-    )
+    figures = accumulate_gradients(model, micro_batches, loss_fn, config.loss, loss_token_count(batch), ranks)
     figures["grad_norm"] = optimizer_step(model, optimizers, config.optim.max_grad_norm)
     figures["lr"] = lr
     return figures

@@ -41,6 +41,73 @@ class Sample:
     """Sampling temperature; the trainer divides its logits by it."""
 
 
+@dataclass
+class Batch:
+    """A step's samples as the trainer reads them: flat per-token tensors, laid sample after sample, and
+    per-sample tensors; `sample_lengths` says where each sample's tokens are."""
+
+    input_ids: torch.Tensor
+    """[T] int64."""
+    loss_mask: torch.Tensor
+    """[T] bool: True for tokens the model generated (trained on)."""
+    advantages: torch.Tensor
+    """[T] float32."""
+    inference_logprobs: torch.Tensor
+    """[T] float32: the logprob the inference server gave each token (0 where loss_mask is False)."""
+    sample_lengths: torch.Tensor
+    """[S] int64."""
+    policy_versions: torch.Tensor
+    """[S] int64."""
+    temperatures: torch.Tensor
+    """[S] float32."""
+
+    PER_TOKEN = ("input_ids", "loss_mask", "advantages", "inference_logprobs")
+
+    @classmethod
+    def from_samples(cls, samples: list[Sample]) -> Batch:
+        for i, s in enumerate(samples):
+            n = len(s.input_ids)
+            if not (len(s.loss_mask) == len(s.advantages) == len(s.inference_logprobs) == n):
+                raise ValueError(f"sample {i}: per-token lists must all have {n} entries like input_ids")
+        return cls(
+            input_ids=torch.tensor([t for s in samples for t in s.input_ids], dtype=torch.int64),
+            loss_mask=torch.tensor([m for s in samples for m in s.loss_mask], dtype=torch.bool),
+            advantages=torch.tensor([a for s in samples for a in s.advantages], dtype=torch.float32),
+            inference_logprobs=torch.tensor(
+                [lp for s in samples for lp in s.inference_logprobs], dtype=torch.float32
+            ),
+            sample_lengths=torch.tensor([len(s.input_ids) for s in samples], dtype=torch.int64),
+            policy_versions=torch.tensor([s.policy_version for s in samples], dtype=torch.int64),
+            temperatures=torch.tensor([s.temperature for s in samples], dtype=torch.float32),
+        )
+
+    def __len__(self) -> int:
+        return len(self.sample_lengths)
+
+    @property
+    def starts(self) -> torch.Tensor:
+        """[S] where each sample's tokens begin in the flat tensors."""
+        return self.sample_lengths.cumsum(0) - self.sample_lengths
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        return dict(vars(self))
+
+    def samples(self) -> list[Sample]:
+        """The batch as one Sample per rollout (for people and tests; the trainer keeps the tensors)."""
+        split = {k: getattr(self, k).split(self.sample_lengths.tolist()) for k in self.PER_TOKEN}
+        return [
+            Sample(
+                input_ids=split["input_ids"][i].tolist(),
+                loss_mask=split["loss_mask"][i].tolist(),
+                advantages=split["advantages"][i].tolist(),
+                inference_logprobs=split["inference_logprobs"][i].tolist(),
+                policy_version=int(self.policy_versions[i]),
+                temperature=float(self.temperatures[i]),
+            )
+            for i in range(len(self))
+        ]
+
+
 def write_batch(
     run_dir: Path, step: int, samples: list[Sample], progress: dict[str, Any] | None = None
 ) -> Path:
@@ -48,21 +115,7 @@ def write_batch(
     producer's `progress` (what a restart needs) beside it in the same atomic write."""
     if not samples:
         raise ValueError("a batch needs at least one sample")
-    for i, s in enumerate(samples):
-        n = len(s.input_ids)
-        if not (len(s.loss_mask) == len(s.advantages) == len(s.inference_logprobs) == n):
-            raise ValueError(f"sample {i}: per-token lists must all have {n} entries like input_ids")
-    tensors = {
-        "input_ids": torch.tensor([t for s in samples for t in s.input_ids], dtype=torch.int64),
-        "loss_mask": torch.tensor([m for s in samples for m in s.loss_mask], dtype=torch.bool),
-        "advantages": torch.tensor([a for s in samples for a in s.advantages], dtype=torch.float32),
-        "inference_logprobs": torch.tensor(
-            [lp for s in samples for lp in s.inference_logprobs], dtype=torch.float32
-        ),
-        "sample_lengths": torch.tensor([len(s.input_ids) for s in samples], dtype=torch.int64),
-        "policy_versions": torch.tensor([s.policy_version for s in samples], dtype=torch.int64),
-        "temperatures": torch.tensor([s.temperature for s in samples], dtype=torch.float32),
-    }
+    tensors = Batch.from_samples(samples).tensors()
     metadata = {"format": BATCH_FORMAT, "version": BATCH_VERSION, "step": str(step)}
 
     def fill(directory: Path) -> None:
@@ -78,7 +131,7 @@ def load_progress(batch_dir: Path) -> dict[str, Any]:
     return json.loads((Path(batch_dir) / PROGRESS_FILE).read_text())
 
 
-def load_batch(path: Path) -> list[Sample]:
+def load_batch(path: Path) -> Batch:
     """Read a batch dir written by write_batch."""
     file = Path(path) / BATCH_FILE
     try:
@@ -92,18 +145,4 @@ def load_batch(path: Path) -> list[Sample]:
             f"{file} is {metadata.get('format')!r} v{metadata.get('version')}, this trainer reads "
             f"{BATCH_FORMAT} v{BATCH_VERSION}; use the orchestrator of the same asyncrl version"
         )
-    per_token = {
-        k: tensors[k].split(tensors["sample_lengths"].tolist())
-        for k in ("input_ids", "loss_mask", "advantages", "inference_logprobs")
-    }
-    return [
-        Sample(
-            input_ids=per_token["input_ids"][i].tolist(),
-            loss_mask=per_token["loss_mask"][i].tolist(),
-            advantages=per_token["advantages"][i].tolist(),
-            inference_logprobs=per_token["inference_logprobs"][i].tolist(),
-            policy_version=int(tensors["policy_versions"][i]),
-            temperature=float(tensors["temperatures"][i]),
-        )
-        for i in range(len(tensors["sample_lengths"]))
-    ]
+    return Batch(**tensors)

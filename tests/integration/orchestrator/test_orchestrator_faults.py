@@ -51,7 +51,7 @@ def _prompts_per_group(run_dir: Path) -> list[tuple[int, ...]]:
     """One prompt per group (the 4 samples of a group share it), over all batches."""
     prompts = []
     for step in range(1, STEPS + 1):
-        batch = load_batch(rollouts_dir(run_dir, step))
+        batch = load_batch(rollouts_dir(run_dir, step)).samples()
         for first in batch[::4]:
             prompts.append(tuple(t for t, m in zip(first.input_ids, first.loss_mask, strict=True) if not m))
     return prompts

@@ -8,7 +8,15 @@ import torch
 from asyncrl.models import load_model
 from asyncrl.trainer.packing import assign_bins, micro_batches_for_rank, pack
 from asyncrl.trainer.train_step import forward_logprobs
-from asyncrl.transport.batches import Sample
+from asyncrl.transport.batches import Batch, Sample
+
+
+def _pack(rows: list[list[Sample]]):
+    """`rows` of samples packed as the trainer packs a batch holding them, sample after sample."""
+    flat = [s for row in rows for s in row]
+    ends = [sum(len(row) for row in rows[: r + 1]) for r in range(len(rows))]
+    indices = [list(range(end - len(row), end)) for row, end in zip(rows, ends, strict=True)]
+    return pack(Batch.from_samples(flat), indices)
 
 
 def _sample(ids: list[int], n_prompt: int, temperature: float = 1.0) -> Sample:
@@ -23,7 +31,7 @@ def model():
 
 def test_packed_logits_equal_standalone_logits(model):
     rows = [[_sample(list(range(10, 10 + n)), 2) for n in (7, 12, 5)], [_sample(list(range(40, 49)), 1)]]
-    mb = pack(rows)
+    mb = _pack(rows)
     assert mb.input_ids.shape == (2, 24), "the short row is padded to the longest"
     with torch.no_grad():
         packed = model(input_ids=mb.input_ids, position_ids=mb.position_ids, attention_mask=mb.attention_mask)
@@ -38,7 +46,7 @@ def test_packed_logits_equal_standalone_logits(model):
 
 
 def test_targets_are_shifted_within_each_sample_only():
-    mb = pack([[_sample([1, 2, 3], 1), _sample([4, 5], 1)]])
+    mb = _pack([[_sample([1, 2, 3], 1), _sample([4, 5], 1)]])
     assert mb.target_ids.tolist() == [2, 3, 0, 5, 0]
     assert mb.loss_mask.tolist() == [True, True, False, True, False]
     assert mb.position_ids.tolist() == [[0, 1, 2, 0, 1]]
@@ -48,7 +56,7 @@ def test_targets_are_shifted_within_each_sample_only():
 
 def test_logprobs_divide_logits_by_the_sample_temperature(model):
     ids = [5, 6, 7, 8, 9]
-    mb = pack([[_sample(ids, 1, temperature=0.5)]])
+    mb = _pack([[_sample(ids, 1, temperature=0.5)]])
     logprobs, entropy = forward_logprobs(model, mb)
     with torch.no_grad():
         expected = (model(torch.tensor([ids])).logits[0] / 0.5).log_softmax(-1)
@@ -66,7 +74,9 @@ def test_bins_fit_the_budget_and_oversized_samples_go_alone():
 
 def test_rows_stack_into_micro_batches_within_the_budget():
     samples = [_sample(list(range(n)), 1) for n in (30, 20, 10, 10, 5, 40)]
-    batches = micro_batches_for_rank(samples, row_tokens=40, budget=80, rank=0, world_size=1)
+    batches = micro_batches_for_rank(
+        Batch.from_samples(samples), row_tokens=40, budget=80, rank=0, world_size=1
+    )
     assert sum(mb.loss_tokens for mb in batches) == sum(n - 1 for n in (30, 20, 10, 10, 5, 40))
     for mb in batches:
         assert mb.input_ids.numel() <= 80
@@ -75,7 +85,7 @@ def test_rows_stack_into_micro_batches_within_the_budget():
 
 def test_every_rank_gets_the_same_number_of_micro_batches():
     samples = [_sample(list(range(n)), 1) for n in (8, 8, 8)]
-    per_rank = [micro_batches_for_rank(samples, 10, 10, rank, 2) for rank in range(2)]
+    per_rank = [micro_batches_for_rank(Batch.from_samples(samples), 10, 10, rank, 2) for rank in range(2)]
     assert len(per_rank[0]) == len(per_rank[1]) == 2
     assert per_rank[1][-1].loss_tokens == 0, "the padding micro-batch trains nothing"
     assert sum(mb.loss_tokens for batches in per_rank for mb in batches) == 3 * 7

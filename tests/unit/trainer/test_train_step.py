@@ -9,6 +9,7 @@ from asyncrl.trainer.distributed import Ranks
 from asyncrl.trainer.losses import masked_is
 from asyncrl.trainer.model_setup import build
 from asyncrl.trainer.train_step import train_on_batch
+from asyncrl.transport.batches import Batch
 from tests.batches import make_samples
 
 SINGLE = Ranks(0, 1, torch.device("cpu"))
@@ -16,7 +17,9 @@ SINGLE = Ranks(0, 1, torch.device("cpu"))
 
 def _one_step(config: TrainerConfig):
     model, optimizers = build(ModelConfig(path="tiny"), config, seed=0, ranks=SINGLE)
-    figures = train_on_batch(model, optimizers, make_samples(6, seed=3), masked_is, config, 1, 10, SINGLE)
+    figures = train_on_batch(
+        model, optimizers, Batch.from_samples(make_samples(6, seed=3)), masked_is, config, 1, 10, SINGLE
+    )
     return figures, {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
@@ -61,7 +64,7 @@ def test_an_rl_step_makes_positive_advantage_samples_likelier_and_negative_ones_
     model, optimizers = build(ModelConfig(path="tiny"), config, seed=0, ranks=SINGLE)
     samples = make_samples(8, seed=5, model=model)
     before = [_sequence_logprob(model, s) for s in samples]
-    train_on_batch(model, optimizers, samples, masked_is, config, 1, 10, SINGLE)
+    train_on_batch(model, optimizers, Batch.from_samples(samples), masked_is, config, 1, 10, SINGLE)
     after = [_sequence_logprob(model, s) for s in samples]
     for sample, old, new in zip(samples, before, after, strict=True):
         assert (new - old) * sample.advantages[0] > 0, (sample.advantages[0], old, new)

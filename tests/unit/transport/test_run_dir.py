@@ -23,7 +23,7 @@ def _samples() -> list[Sample]:
 def test_batch_round_trips(tmp_path):
     path = write_batch(tmp_path, 5, _samples())
     assert path == rollouts_dir(tmp_path, 5)
-    loaded = load_batch(path)
+    loaded = load_batch(path).samples()
     assert loaded[0].input_ids == [1, 2, 3] and loaded[1].policy_version == 4
     assert loaded[0].temperature == pytest.approx(0.7)
     assert loaded[0].inference_logprobs == pytest.approx([0.0, -1.5, -0.25])
