@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
@@ -48,15 +48,15 @@ class RunDirWeights:
 
     def __init__(self, run_dir: Path) -> None:
         self.run_dir = run_dir
+        self._newest: tuple[int, Path] | None = None
 
     async def newest(self) -> int | None:
-        found = latest_weights(self.run_dir)
-        return found[0] if found else None
+        self._newest = latest_weights(self.run_dir)
+        return self._newest[0] if self._newest else None
 
     def update_body(self, version: int) -> dict[str, Any]:
-        found = latest_weights(self.run_dir)
-        assert found is not None and found[0] >= version
-        return {"path": str(found[1]), "version": found[0]}
+        assert self._newest is not None and self._newest[0] == version, "newest() names the version"
+        return {"path": str(self._newest[1]), "version": version}
 
     async def close(self) -> None:
         pass
@@ -65,7 +65,7 @@ class RunDirWeights:
 class BroadcastWeights:
     """Versions shardcast sources have; servers fetch them from there."""
 
-    def __init__(self, config: WeightSourcesConfig, complain: Any) -> None:
+    def __init__(self, config: WeightSourcesConfig, complain: Callable[[str], None]) -> None:
         self.config = config
         self.complain = complain
         token = token_or_env(config.token)
