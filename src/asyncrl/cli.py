@@ -215,12 +215,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"asyncrl: unknown command {group!r}\n\n{usage()}", file=sys.stderr)
         return 2
     command = COMMANDS[name]
-    if name == "rl" and not any(a in ("-c", "--config") or a.startswith("--config=") for a in rest):
+    if name == "rl" and not _config_files(rest):
         rest = [*_default_job(), *rest]
     if "-h" in rest or "--help" in rest:
-        files = [a for i, a in enumerate(rest) if rest[i - 1 : i] in (["-c"], ["--config"])]
-        files += [a.removeprefix("--config=") for a in rest if a.startswith("--config=")]
-        return _help(name, command, group, [part for file in files for part in ("-c", file)])
+        return _help(name, command, group, [part for file in _config_files(rest) for part in ("-c", file)])
     argv_given = command.words(rest)
     try:
         config = load_config(command.config, argv_given)
@@ -240,6 +238,17 @@ def main(argv: list[str] | None = None) -> int:
         return _load(command.run)(resolve_builtin_models(config))
 
     return _guarded(group, work)
+
+
+def _config_files(argv: list[str]) -> list[str]:
+    """The files `-c FILE`, `--config FILE` and `--config=FILE` name, in order."""
+    files = []
+    for i, arg in enumerate(argv):
+        if argv[i - 1 : i] in (["-c"], ["--config"]):
+            files.append(arg)
+        elif arg.startswith("--config="):
+            files.append(arg.removeprefix("--config="))
+    return files
 
 
 def _help(name: str, command: Command, group: str, files: list[str]) -> int:

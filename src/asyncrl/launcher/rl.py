@@ -22,7 +22,7 @@ from asyncrl.inference.server_process import InferenceServerProcess
 from asyncrl.launcher.config import RLConfig
 from asyncrl.launcher.errors import ChildFailedError
 from asyncrl.launcher.report import write_report
-from asyncrl.transport.layout import HEARTBEAT_S, checkpoints_root, logs_dir
+from asyncrl.transport.layout import HEARTBEAT_S, checkpoints_root, log_file, logs_dir
 from asyncrl.transport.metrics import read_metrics
 from asyncrl.transport.status import stall_reason
 
@@ -53,10 +53,12 @@ def _tail(path: Path, lines: int = 25) -> str:
     return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else "(no log)"
 
 
-def _start(name: str, settings: dict, logs: Path) -> subprocess.Popen:
-    (logs / f"{name}.toml").write_text(to_toml(settings))
-    log = open(logs / f"{name}.log", "a")  # noqa: SIM115 - the child owns it until it exits
-    command = [sys.executable, "-m", "asyncrl.cli", name, "-c", str(logs / f"{name}.toml")]
+def _start(name: str, settings: dict, run_dir: Path) -> subprocess.Popen:
+    log_path = log_file(run_dir, name)
+    settings_path = log_path.with_suffix(".toml")
+    settings_path.write_text(to_toml(settings))
+    log = open(log_path, "a")  # noqa: SIM115 - the child owns it until it exits
+    command = [sys.executable, "-m", "asyncrl.cli", name, "-c", str(settings_path)]
     return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
 
 
@@ -96,15 +98,15 @@ def run_rl(config: RLConfig) -> None:
         raise ChildFailedError(
             f"{run_dir} is not empty: pass --resume true to continue it, or another --output-dir"
         )
-    logs = logs_dir(run_dir)
-    logs.mkdir(parents=True, exist_ok=True)
+    logs_dir(run_dir).mkdir(parents=True, exist_ok=True)
     (run_dir / "config.toml").write_text(to_toml(config))
     # A built-in model is built (the warm-started one by a short SFT) once, here, not by three children.
     config = resolve_builtin_models(config)
-    server = InferenceServerProcess(config.model, config.inference, config.seed, logs / "inference.log")
+    inference_log = log_file(run_dir, "inference")
+    server = InferenceServerProcess(config.model, config.inference, config.seed, inference_log)
     with server:
         processes = {
-            name: _start(name, settings, logs)
+            name: _start(name, settings, run_dir)
             for name, settings in _child_configs(config, server.url).items()
         }
         bar = tqdm(total=config.max_steps, desc="rl", unit="step")
@@ -126,7 +128,7 @@ def run_rl(config: RLConfig) -> None:
                 if failed or server.process.poll() is not None:
                     name = failed[0] if failed else "inference"
                     raise ChildFailedError(f"the {name} process stopped; the tail of logs/{name}.log:\n"
-                                           + _tail(logs / f"{name}.log"))  # fmt: skip
+                                           + _tail(log_file(run_dir, name)))  # fmt: skip
                 if all(p.poll() == 0 for p in processes.values()):
                     break
                 time.sleep(POLL_S)
