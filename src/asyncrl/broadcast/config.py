@@ -131,6 +131,10 @@ class BroadcastFetchConfig(BaseConfig):
 class InferenceBroadcastConfig(FetchConfig):
     """How an inference server fetches weights for `/update_weights {"source": [URLs], "version": N}`."""
 
+    sources: list[str] = []
+    """The origins and relays `/update_weights` may name as `source`; any other URL is refused before
+    anything is fetched. Empty: any URL on a loopback server, none on any other address."""
+
     dir: Path | None = None
     """Where fetched weights are written, one step_N/ each (default: a new temporary dir)."""
 

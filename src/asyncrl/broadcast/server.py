@@ -10,8 +10,6 @@
 from __future__ import annotations
 
 import asyncio
-import hmac
-import ipaddress
 import logging
 import os
 import socket
@@ -31,6 +29,7 @@ from asyncrl.broadcast.origin import Origin
 from asyncrl.broadcast.relay import Relay
 from asyncrl.broadcast.store import VersionStore
 from asyncrl.broadcast.transfer import ByteRangeResponse, Egress, RangeNotSatisfiable, RateLimit, parse_range
+from asyncrl.network import bearer_matches, is_loopback
 
 log = logging.getLogger("asyncrl.broadcast")
 MAX_WAIT_S = 60.0
@@ -66,8 +65,7 @@ def create_app(store: VersionStore, node: Node, config: BroadcastServeConfig) ->
     def authorize(authorization: str | None = Header(None)) -> None:
         if token is None:
             return
-        scheme, _, given = (authorization or "").partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(given.encode(), token.encode()):
+        if not bearer_matches(authorization, token):
             raise _Unauthorized()
 
     @app.exception_handler(_Unauthorized)
@@ -173,7 +171,7 @@ def serve(config: BroadcastServeConfig) -> None:
     sock.bind((config.host, config.port))
     port = sock.getsockname()[1]
     store, node = build_node(config, port)
-    if token_or_env(config.token) is None and not _is_loopback(config.host):
+    if token_or_env(config.token) is None and not is_loopback(config.host):
         log.warning("serving weights on %s with no token: anyone who reaches it can read them", config.host)
     app = create_app(store, node, config)
     log.info("%s serving on http://%s:%d (data in %s, versions %s)", node.role, config.host, port, store.root,
@@ -194,10 +192,3 @@ class NodeServer(uvicorn.Server):
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         self.store.close()
         await super().shutdown(sockets)
-
-
-def _is_loopback(host: str) -> bool:
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return host == "localhost"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -24,6 +25,7 @@ from asyncrl.inference.api.protocol import (
     CompletionResponse,
     TokenizeResponse,
 )
+from asyncrl.inference.config import ADMIN_KEY_ENV, API_KEY_ENV
 
 log = logging.getLogger("asyncrl.envs")
 
@@ -61,7 +63,14 @@ class ModelClient:
     retries: int = 5
     backoff_s: float = 0.5
     api_key: str | None = None
+    """Bearer token of the server's routes (default: $ASYNCRL_API_KEY)."""
+    admin_key: str | None = None
+    """Bearer token of its admin route, /update_weights (default: $ASYNCRL_ADMIN_KEY)."""
     _session: aiohttp.ClientSession | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        self.api_key = self.api_key or os.environ.get(API_KEY_ENV) or None
+        self.admin_key = self.admin_key or os.environ.get(ADMIN_KEY_ENV) or None
 
     async def __aenter__(self) -> ModelClient:
         headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
@@ -79,14 +88,16 @@ class ModelClient:
         if self._session is not None:
             await self._session.close()
 
-    async def post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
-        """POST with retries on connection errors, timeouts and 5xx; the JSON answer."""
+    async def post(self, path: str, body: dict[str, Any], admin: bool = False) -> dict[str, Any]:
+        """POST with retries on connection errors, timeouts and 5xx; the JSON answer. `admin`: the route
+        wants the admin key."""
         assert self._session is not None, "use `async with ModelClient(...)`"
         url = self.base_url.rstrip("/") + path
+        headers = {"Authorization": f"Bearer {self.admin_key}"} if admin and self.admin_key else None
         delay = self.backoff_s
         for attempt in range(self.retries + 1):
             try:
-                async with self._session.post(url, json=body) as response:
+                async with self._session.post(url, json=body, headers=headers) as response:
                     status, text = response.status, await response.text()
             except (aiohttp.ClientError, TimeoutError) as e:
                 problem = f"{type(e).__name__}: {e}"

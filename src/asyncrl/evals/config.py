@@ -24,8 +24,8 @@ class EvalConfig(BaseConfig):
     """An OpenAI-compatible server (e.g. http://host:8000/v1) whose model `model.path` names; without
     it, the built-in server is started on `model.path`."""
 
-    api_key: str | None = None
-    """Bearer token for `base_url`."""
+    api_key: str | None = Field(None, exclude=True)  # a secret: never written to a run's files
+    """Bearer token for `base_url` (default: $ASYNCRL_API_KEY)."""
 
     retries: int = Field(5, ge=0)
     """Retries, with exponential backoff from 0.5 s, of a request the model server failed or never got."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 from pydantic import ConfigDict, Field, model_validator
@@ -10,6 +11,9 @@ from asyncrl.broadcast.config import InferenceBroadcastConfig
 from asyncrl.config import ModelConfig
 from asyncrl.config_loader import BaseConfig
 from asyncrl.toploc.config import ProofConfig
+
+API_KEY_ENV = "ASYNCRL_API_KEY"
+ADMIN_KEY_ENV = "ASYNCRL_ADMIN_KEY"
 
 
 class VLLMConfig(BaseConfig):
@@ -69,10 +73,25 @@ class InferenceConfig(BaseConfig):
     serve the same HTTP API."""
 
     host: str = "127.0.0.1"
-    """Address the HTTP server binds to."""
+    """Address the HTTP server binds to; any but a loopback address requires `api_key` and `admin_key`."""
 
     port: int = Field(8000, ge=0, le=65535)
     """TCP port of the HTTP server (0 picks a free one)."""
+
+    api_key: str | None = Field(None, exclude=True)  # a secret: never written to a run's files
+    """Bearer token every route but /health requires (`Authorization: Bearer KEY`, as vLLM's --api-key);
+    default: $ASYNCRL_API_KEY; none: open, allowed on a loopback address only."""
+
+    admin_key: str | None = Field(None, exclude=True)  # a secret: never written to a run's files
+    """Bearer token of the admin route, `/update_weights`, which swaps the served policy (it must differ
+    from api_key); default: $ASYNCRL_ADMIN_KEY; none: open, allowed on a loopback address only."""
+
+    weights_root: Path | None = None
+    """`/update_weights {"path"}` loads only dirs under this one, symlinks resolved (`asyncrl rl` sets the
+    run's weights/); none: any dir on a loopback address, no dir on any other (use `source`)."""
+
+    max_request_mb: float = Field(8.0, gt=0)
+    """Request bodies larger than this are refused with 413 before they are read."""
 
     served_model_name: str | None = None
     """Name clients pass as `model`; defaults to `model.name`, else `model.path`."""

@@ -8,6 +8,7 @@ from contextlib import AbstractContextManager, nullcontext
 
 import uvicorn
 
+from asyncrl.inference.api.access import Access
 from asyncrl.inference.api.app import create_app
 from asyncrl.inference.api.served import Served
 from asyncrl.inference.backend import Backend
@@ -31,12 +32,13 @@ def serve(config: InferenceServerConfig) -> None:
     """Run the server until interrupted. Model problems (and vLLM's start-up errors) surface here, before
     the port is bound."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    access = Access.from_config(config.inference)
     model_dir = str(resolve_model_path(config.model.path))
     tokenizer = load_tokenizer(config.model.path)
     with open_backend(config) as backend:
         name = config.inference.served_model_name or config.model.served_name
         served = Served(backend, tokenizer, name, eos_token_ids(model_dir, tokenizer), config.inference)
-        app = create_app(served)
+        app = create_app(served, access)
         server = uvicorn.Server(
             # uvicorn's own INFO lines say where it listens (the port, when 0 picked one); one line per
             # request would bury the rest.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
@@ -13,7 +14,7 @@ import httpx
 from asyncrl.config import ModelConfig
 from asyncrl.config_loader import to_toml
 from asyncrl.errors import UserError
-from asyncrl.inference.config import InferenceConfig, InferenceServerConfig
+from asyncrl.inference.config import ADMIN_KEY_ENV, API_KEY_ENV, InferenceConfig, InferenceServerConfig
 
 
 class ServerStartError(UserError):
@@ -29,9 +30,20 @@ def free_port() -> int:
 class InferenceServerProcess:
     """`asyncrl inference` on 127.0.0.1, started on enter, stopped on exit."""
 
-    def __init__(self, model: ModelConfig, inference: InferenceConfig, seed: int, log_path: Path) -> None:
+    def __init__(
+        self,
+        model: ModelConfig,
+        inference: InferenceConfig,
+        seed: int,
+        log_path: Path,
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.model, self.inference, self.seed = model, inference, seed
         self.log_path = log_path
+        # The keys travel in the server's environment: the config file written for it leaves them out.
+        keys = {API_KEY_ENV: inference.api_key, ADMIN_KEY_ENV: inference.admin_key}
+        extra = {**(env or {}), **{name: key for name, key in keys.items() if key}}
+        self.env = {**os.environ, **extra} if extra else None
 
     def __enter__(self) -> InferenceServerProcess:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -48,7 +60,7 @@ class InferenceServerProcess:
             config_path.write_text(to_toml(config))
             self._log = open(self.log_path, "w")  # noqa: SIM115 - closed in __exit__
             command = [sys.executable, "-m", "asyncrl.cli", "inference", "-c", str(config_path)]
-            self.process = subprocess.Popen(command, stdout=self._log, stderr=subprocess.STDOUT)
+            self.process = subprocess.Popen(command, stdout=self._log, stderr=subprocess.STDOUT, env=self.env)
             if self._wait_healthy(timeout_s=300):
                 return self
         raise ServerStartError(f"the inference server could not bind a port:\n{self._tail()}")

@@ -8,6 +8,8 @@ child that crashes stops the others and its log tail is shown.
 
 from __future__ import annotations
 
+import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -18,11 +20,12 @@ from tqdm import tqdm
 
 from asyncrl.builtin_models import resolve_builtin_models
 from asyncrl.config_loader import to_toml
+from asyncrl.inference.config import ADMIN_KEY_ENV, API_KEY_ENV
 from asyncrl.inference.server_process import InferenceServerProcess
 from asyncrl.launcher.config import RLConfig
 from asyncrl.launcher.errors import ChildFailedError
 from asyncrl.launcher.report import write_report
-from asyncrl.transport.layout import HEARTBEAT_S, checkpoints_root, log_file, logs_dir
+from asyncrl.transport.layout import HEARTBEAT_S, checkpoints_root, log_file, logs_dir, weights_root
 from asyncrl.transport.metrics import read_metrics
 from asyncrl.transport.status import stall_reason
 
@@ -53,13 +56,20 @@ def _tail(path: Path, lines: int = 25) -> str:
     return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else "(no log)"
 
 
-def _start(name: str, settings: dict, run_dir: Path) -> subprocess.Popen:
+def _keys(config: RLConfig) -> dict[str, str]:
+    """The server's keys (the configured ones, else new random ones), handed to the children in their
+    environment rather than in the config files written under logs/."""
+    configured = {API_KEY_ENV: config.inference.api_key, ADMIN_KEY_ENV: config.inference.admin_key}
+    return {env: key or os.environ.get(env) or secrets.token_urlsafe(32) for env, key in configured.items()}
+
+
+def _start(name: str, settings: dict, run_dir: Path, env: dict[str, str]) -> subprocess.Popen:
     log_path = log_file(run_dir, name)
     settings_path = log_path.with_suffix(".toml")
     settings_path.write_text(to_toml(settings))
     log = open(log_path, "a")  # noqa: SIM115 - the child owns it until it exits
     command = [sys.executable, "-m", "asyncrl.cli", name, "-c", str(settings_path)]
-    return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+    return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **env})
 
 
 def _stop(processes: dict[str, subprocess.Popen]) -> None:
@@ -102,11 +112,14 @@ def run_rl(config: RLConfig) -> None:
     (run_dir / "config.toml").write_text(to_toml(config))
     # A built-in model is built (the warm-started one by a short SFT) once, here, not by three children.
     config = resolve_builtin_models(config)
+    keys = _keys(config)
+    # The server loads only what the trainer publishes, and only from those who hold the keys.
+    inference = config.inference.model_copy(update={"weights_root": weights_root(run_dir)})
     inference_log = log_file(run_dir, "inference")
-    server = InferenceServerProcess(config.model, config.inference, config.seed, inference_log)
+    server = InferenceServerProcess(config.model, inference, config.seed, inference_log, env=keys)
     with server:
         processes = {
-            name: _start(name, settings, run_dir)
+            name: _start(name, settings, run_dir, keys)
             for name, settings in _child_configs(config, server.url).items()
         }
         bar = tqdm(total=config.max_steps, desc="rl", unit="step")

@@ -31,6 +31,12 @@ class ClientConfig(BaseConfig):
     retries: int = Field(2, ge=0)
     """Retries on one server before it is marked dead and its rollouts move to the others."""
 
+    api_key: str | None = Field(None, exclude=True)  # a secret: never written to a run's files
+    """Bearer token of the servers' routes (their inference.api_key); default: $ASYNCRL_API_KEY."""
+
+    admin_key: str | None = Field(None, exclude=True)  # a secret: never written to a run's files
+    """Bearer token of their /update_weights (their inference.admin_key); default: $ASYNCRL_ADMIN_KEY."""
+
 
 class VerifyConfig(BaseConfig):
     fraction: float = Field(0.0, ge=0, le=1)

@@ -26,7 +26,12 @@ class WeightsRefusedError(Exception):
 
 class InferencePool:
     def __init__(self, config: ClientConfig, model: str) -> None:
-        self.clients = [ModelClient(u, model, config.timeout_s, config.retries) for u in config.base_urls]
+        self.clients = [
+            ModelClient(
+                u, model, config.timeout_s, config.retries, api_key=config.api_key, admin_key=config.admin_key
+            )
+            for u in config.base_urls
+        ]
         self.inflight = {c.base_url: 0 for c in self.clients}
         self.dead: set[str] = set()
         """Servers that stopped answering; their work goes to the others."""
@@ -75,7 +80,7 @@ class InferencePool:
         async def one(client: ModelClient) -> tuple[str, float, str | None]:
             start = time.perf_counter()
             try:
-                await client.post("/update_weights", body)
+                await client.post("/update_weights", body, admin=True)
             except ModelUnavailableError as e:
                 self.mark_dead(client, e)
             except ModelRequestError as e:

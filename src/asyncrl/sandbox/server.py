@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hmac
-import ipaddress
 import logging
 import os
 from collections.abc import AsyncIterator
@@ -15,6 +13,7 @@ from fastapi import Depends, FastAPI, Header, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
+from asyncrl.network import bearer_matches, is_loopback
 from asyncrl.sandbox.config import SandboxServeConfig
 from asyncrl.sandbox.errors import (
     SandboxAuthError,
@@ -58,8 +57,7 @@ def create_app(pool: SandboxPool, token: str | None) -> FastAPI:
     def authorize(authorization: str | None = Header(None)) -> None:
         if token is None:
             return
-        scheme, _, given = (authorization or "").partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(given.encode(), token.encode()):
+        if not bearer_matches(authorization, token):
             raise SandboxAuthError("missing or wrong bearer token: send Authorization: Bearer TOKEN")
 
     for error, status, kind in (
@@ -99,15 +97,6 @@ def _handler(status: int, kind: str) -> Any:
         return JSONResponse(error_body(str(e), kind), status_code=status, headers=headers)
 
     return handle
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def serve(config: SandboxServeConfig) -> None:

@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 
+import httpx
 import pytest
 
 from asyncrl.inference.server_process import free_port
@@ -52,8 +53,8 @@ def test_a_crashing_process_stops_the_run_and_shows_its_log(tmp_path):
 
 @pytest.mark.slow
 def test_an_interrupted_run_stops_every_process_and_resumes_where_it_stopped(tmp_path):
-    run = tmp_path / "run"
-    command = [sys.executable, "-m", "asyncrl.cli", "rl", "--inference.port", str(free_port()), *SMALL,
+    run, port = tmp_path / "run", free_port()
+    command = [sys.executable, "-m", "asyncrl.cli", "rl", "--inference.port", str(port), *SMALL,
                "--output-dir", str(run), "--max-steps", "5",
                "--trainer.checkpoint.interval", "1",
                "--trainer.retention.rollouts", "all"]  # every batch stays, to be counted  # fmt: skip
@@ -62,6 +63,12 @@ def test_an_interrupted_run_stops_every_process_and_resumes_where_it_stopped(tmp
     while not (run / "checkpoints").exists() or not list((run / "checkpoints").glob("step_2*")):
         assert launcher.poll() is None and time.monotonic() < deadline, "no checkpoint of step 2"
         time.sleep(0.2)
+    # The launcher's server takes keys it made up and handed its children in their environment only.
+    assert httpx.get(f"http://127.0.0.1:{port}/v1/models").status_code == 401
+    assert httpx.get(f"http://127.0.0.1:{port}/health").status_code == 200
+    written = "".join(p.read_text() for p in run.rglob("*.toml"))
+    assert "api_key = " not in written and "admin_key = " not in written
+    assert f'weights_root = "{run / "weights"}"' in (run / "logs" / "inference.toml").read_text()
     launcher.send_signal(signal.SIGINT)
     _, stderr = launcher.communicate(timeout=120)
     assert launcher.returncode == 130 and "--resume true" in stderr

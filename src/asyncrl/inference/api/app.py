@@ -12,6 +12,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from asyncrl.inference.api.access import Access, Guard
 from asyncrl.inference.api.metrics import engine_registry
 from asyncrl.inference.api.protocol import APIError
 from asyncrl.inference.api.routes import router
@@ -21,7 +22,7 @@ from asyncrl.inference.backend import EngineDeadError
 log = logging.getLogger("asyncrl.inference")
 
 
-def create_app(served: Served) -> FastAPI:
+def create_app(served: Served, access: Access) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await served.backend.start()
@@ -30,6 +31,8 @@ def create_app(served: Served) -> FastAPI:
 
     app = FastAPI(title="asyncrl inference", lifespan=lifespan)
     app.state.served = served
+    app.state.access = access
+    app.add_middleware(Guard, access=access)
     app.state.registry = engine_registry(served.backend)
     app.include_router(router)
     app.add_exception_handler(APIError, api_error)

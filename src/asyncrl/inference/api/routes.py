@@ -60,10 +60,18 @@ async def models(raw: Request) -> dict[str, Any]:
 
 @router.post("/update_weights")
 async def update_weights(request: UpdateWeightsRequest, raw: Request) -> dict[str, Any]:
-    model = served(raw)
+    model, access = served(raw), raw.app.state.access
+    if request.source is not None:
+        access.check_sources(request.source)
+    path = access.weights_dir(request.path) if request.path is not None else None
     fetched: dict[str, Any] = {}
     async with model.weights_lock:
-        path = request.path
+        serving = model.backend.stats().policy_version
+        if request.version < serving:
+            # An update that lost a race with a newer one, or a stale orchestrator: never roll back.
+            raise APIError(
+                409, f"version {request.version} is older than the serving policy v{serving}", "version"
+            )
         if request.source is not None:
             # Fetched and checked into this server's own dir first: a failed fetch loads nothing.
             try:
