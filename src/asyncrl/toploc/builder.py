@@ -17,7 +17,7 @@ from collections.abc import Callable
 
 import torch
 
-from asyncrl.toploc.proof import chunk_top_k, encode
+from asyncrl.toploc.proof import Precision, encode, position_top_k
 
 log = logging.getLogger("asyncrl.toploc")
 
@@ -27,23 +27,28 @@ and its fixed cost; a finished choice (or a streamed delta) waits up to this lon
 tiny model at 64 sequences, proofs cost 27% of generation with 10 ms batches and about 2% with 100 ms."""
 
 
-def build_proofs(states: torch.Tensor, lengths: torch.Tensor, top_k: int) -> list[bytes]:
-    """Proofs of the chunks `states` [M, chunk_size, H], of which row i holds `lengths[i]` real tokens."""
-    indices, bits = chunk_top_k(states, lengths, top_k)
-    return encode(indices.numpy(), bits.numpy(), states.shape[1])
+def build_proofs(
+    states: torch.Tensor, tokens: torch.Tensor, lengths: torch.Tensor, per_position: int, precision: Precision
+) -> list[bytes]:
+    """Proofs of the chunks `states` [M, chunk_size, H] that produced `tokens` [M, chunk_size], of which
+    row i holds `lengths[i]` real tokens; `precision`: how the states were computed."""
+    dims, bits = position_top_k(states, per_position)
+    return encode(dims.numpy(), bits.numpy(), tokens.numpy(), lengths.numpy(), precision)
 
 
 class ProofEncoder:
-    def __init__(self, top_k: int) -> None:
-        self.top_k = top_k
+    def __init__(self, per_position: int, precision: Precision) -> None:
+        self.per_position, self.precision = per_position, precision
         self._inbox: queue.SimpleQueue = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="toploc-encoder", daemon=True)
         self._thread.start()
 
-    def submit(self, states: torch.Tensor, lengths: torch.Tensor, sinks: list[list[str]]) -> None:
-        """Build the proofs of chunks `states` [M, chunk_size, H] (row i has `lengths[i]` real tokens)
-        and append each, as base64, to its sink."""
-        self._inbox.put((states, lengths, sinks))
+    def submit(
+        self, states: torch.Tensor, tokens: torch.Tensor, lengths: torch.Tensor, sinks: list[list[str]]
+    ) -> None:
+        """Build the proofs of chunks `states` [M, chunk_size, H] that produced `tokens` [M, chunk_size]
+        (row i has `lengths[i]` real tokens) and append each, as base64, to its sink."""
+        self._inbox.put((states, tokens, lengths, sinks))
 
     def then(self, callback: Callable[[], None]) -> None:
         """Run `callback` on the worker once everything submitted before it is done."""
@@ -77,12 +82,11 @@ class ProofEncoder:
         except RuntimeError:  # the event loop of a client that is gone is closed; serve the others
             log.warning("a finished choice could not be delivered: its event loop is closed")
 
-    def _encode(self, jobs: list[tuple[torch.Tensor, torch.Tensor, list[list[str]]]]) -> None:
-        states = torch.cat([states for states, _, _ in jobs])
-        lengths = torch.cat([lengths for _, lengths, _ in jobs])
-        sinks = [sink for _, _, job_sinks in jobs for sink in job_sinks]
+    def _encode(self, jobs: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[list[str]]]]) -> None:
+        states, tokens, lengths = (torch.cat([job[i] for job in jobs]) for i in range(3))
+        sinks = [sink for *_, job_sinks in jobs for sink in job_sinks]
         try:
-            proofs = build_proofs(states, lengths, self.top_k)
+            proofs = build_proofs(states, tokens, lengths, self.per_position, self.precision)
         except Exception:  # noqa: BLE001 - the server must keep serving; the choices go out without proofs
             log.exception("building TOPLOC proofs failed; %d chunk(s) left without a proof", len(sinks))
             return

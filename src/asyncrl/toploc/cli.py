@@ -23,12 +23,12 @@ def verify_file(config: VerifyCommandConfig) -> int:
 def verdict_table(lines: list[int], verdicts: list[Verdict]) -> str:
     """One row per rollout: its line, the verdict, its worst chunk's statistics, the sampling z, and why
     it fails."""
-    rows = [_row("line", "verdict", "chunks", "worst chunk: exp / mant mean / median", "z", "reasons")]
+    rows = [_row("line", "verdict", "chunks", "worst chunk: bad tokens / ulps / median", "z", "reasons")]
     for line, verdict in zip(lines, verdicts, strict=True):
         worst = "-"
         if verdict.chunks:
-            chunk = max(verdict.chunks, key=lambda c: (not c.passed, c.exp_mismatches, c.mant_err_mean))
-            worst = f"{chunk.exp_mismatches} / {chunk.mant_err_mean:.2f} / {chunk.mant_err_median:g}"
+            chunk = max(verdict.chunks, key=lambda c: (c.bad_positions, c.worst_ulps, c.median_ulps))
+            worst = f"{chunk.bad_positions} / {chunk.worst_ulps} / {chunk.median_ulps:g}"
         z = f"{verdict.sampling.z:+.2f}" if verdict.sampling else "-"
         status = "PASS" if verdict.passed else "FAIL"
         rows.append(_row(str(line), status, str(len(verdict.chunks)), worst, z, "; ".join(verdict.reasons)))

@@ -29,7 +29,23 @@ class ProofConfig(BaseConfig):
     """Generated tokens covered by one proof."""
 
     top_k: int = Field(128, ge=1)
-    """Last-hidden-state values (largest magnitudes) one proof commits to; at most the hidden size."""
+    """Last-hidden-state values one proof of chunk_size tokens commits to: top_k // chunk_size per token
+    (each token's largest magnitudes, at most the hidden size), so at least chunk_size."""
+
+    @model_validator(mode="after")
+    def _every_token_commits(self) -> ProofConfig:
+        if self.top_k < self.chunk_size:
+            raise ValueError(
+                f"top_k {self.top_k} < chunk_size {self.chunk_size}: every token must commit at least one "
+                "value (top_k // chunk_size each); raise top_k or lower chunk_size"
+            )
+        if self.top_k // self.chunk_size > 255:
+            raise ValueError("top_k // chunk_size is at most 255 values per token; lower top_k")
+        return self
+
+    @property
+    def per_position(self) -> int:
+        return self.top_k // self.chunk_size
 
 
 class ToplocConfig(BaseConfig):
@@ -43,16 +59,14 @@ class ToplocConfig(BaseConfig):
     """The top-k the proofs must commit to (default: the one they record); proofs built with another are
     an error."""
 
-    max_exp_mismatches: int = Field(38, ge=0)
-    """A chunk fails when more of its top-k values than this differ in sign or exponent from the
-    recomputed ones (the paper's threshold: at least 90 of 128 must match)."""
+    max_ulps: int | None = Field(None, ge=0)
+    """How far (bfloat16 units in the last place) a recomputed hidden-state value may be from the one a
+    proof claims (default: measured for the prover's precision, which the proof records, and the
+    verifier's; 1 when they are the same)."""
 
-    max_mant_err_mean: float = Field(10.0, ge=0)
-    """A chunk fails when the mean difference of the bfloat16 mantissas, where exponents match, exceeds
-    this (in units of the mantissa's last bit)."""
-
-    max_mant_err_median: float = Field(8.0, ge=0)
-    """A chunk fails when the median mantissa difference exceeds this."""
+    max_missing: int | None = Field(None, ge=0)
+    """Committed values of one token allowed to match none of the recomputed ones (default: measured, as
+    max_ulps; 0 for the same precision); a token with more fails its chunk."""
 
     max_sampling_z: float = Field(5.0, gt=0)
     """A rollout fails when its tokens' mid-ranks in the claimed sampling distributions stray from uniform

@@ -1,7 +1,7 @@
 """Polynomials over the prime field GF(65497), batched over many polynomials with numpy.
 
-A proof stores the k coefficients of the polynomial through k points (x = a top-k index reduced by a
-modulus, y = the bfloat16 bit pattern of its value), so every number must be a field element that fits
+A proof stores the k coefficients of the polynomial through k points (x = a hash of where a committed
+value sits, y = the bfloat16 bit pattern of the value), so every number must be a field element that fits
 in 16 bits: 65497 is a prime below 2^16 and above 0xFF7F, the largest finite bfloat16 bit pattern.
 
 Arithmetic is in uint64: operands stay below 2^16, so a product (< 2^32) plus a field element never
@@ -15,11 +15,7 @@ from functools import cache
 
 import numpy as np
 
-from asyncrl.toploc.errors import ProofBuildError
-
 PRIME = 65497
-MIN_MODULUS = 2**15
-"""The modulus that makes indices distinct is searched from PRIME down to here (it is stored in 2 bytes)."""
 
 _P = np.uint64(PRIME)
 
@@ -94,21 +90,3 @@ def evaluate(coefficients: np.ndarray, xs: np.ndarray) -> np.ndarray:
     for j in range(coefficients.shape[1] - 1, -1, -1):
         values = (values * xs + coefficients[:, j : j + 1]) % _P
     return values
-
-
-def injective_moduli(indices: np.ndarray) -> np.ndarray:
-    """For each row of `indices` [B, k], the largest modulus in [MIN_MODULUS, PRIME] under which the row's
-    indices stay distinct (they become the interpolation points, which must differ)."""
-    indices = indices.astype(np.int64)
-    moduli = np.zeros(len(indices), dtype=np.int64)
-    pending = np.arange(len(indices))
-    for modulus in range(PRIME, MIN_MODULUS - 1, -1):
-        residues = np.sort(indices[pending] % modulus, axis=1)
-        distinct = (np.diff(residues, axis=1) != 0).all(axis=1)
-        moduli[pending[distinct]] = modulus
-        pending = pending[~distinct]
-        if not len(pending):
-            return moduli
-    raise ProofBuildError(
-        f"no modulus in [{MIN_MODULUS}, {PRIME}] keeps these top-k indices distinct; lower toploc.top_k"
-    )

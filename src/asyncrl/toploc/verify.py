@@ -19,7 +19,7 @@ from asyncrl.models import DTYPES, eos_token_ids, load_model, load_tokenizer, re
 from asyncrl.toploc.chunk_check import ChunkCheck, check_chunks
 from asyncrl.toploc.config import ToplocConfig
 from asyncrl.toploc.errors import ProofFormatError, ProofSettingsError
-from asyncrl.toploc.proof import ChunkProof
+from asyncrl.toploc.proof import ChunkProof, Precision
 from asyncrl.toploc.rollouts import Rollout
 from asyncrl.toploc.sampling_checks import (
     SamplingCheck,
@@ -72,6 +72,12 @@ class ReferenceModel:
     def hidden_size(self) -> int:
         return self.model.config.hidden_size
 
+    @property
+    def precision(self) -> Precision:
+        """How this model computes the states it checks: (dtype, device type)."""
+        weight = next(self.model.parameters())
+        return str(weight.dtype).removeprefix("torch."), weight.device.type
+
 
 def verify_rollouts(
     reference: ReferenceModel, rollouts: Sequence[Rollout], config: ToplocConfig
@@ -86,7 +92,7 @@ def verify_rollouts(
             proofs[i] = _parse_proofs(rollout, reference)
         except _Unverifiable as e:
             verdicts[i] = Verdict(False, (str(e),))
-    chunk_size, top_k = _settings([p for parsed in proofs.values() for p in parsed[:1]], config)
+    chunk_size, _ = _settings([p for parsed in proofs.values() for p in parsed[:1]], config)
     for i in list(proofs):
         expected = math.ceil(len(rollouts[i].token_ids) / chunk_size)
         if len(proofs[i]) != expected:
@@ -103,8 +109,8 @@ def verify_rollouts(
             for row, i in enumerate(batch):
                 start = len(rollouts[i].prompt_token_ids) - 1
                 states.append(hidden[row, start : start + len(rollouts[i].token_ids)])
-            sequences = [(proofs[i], s) for i, s in zip(batch, states, strict=True)]
-            chunks = check_chunks(sequences, chunk_size, top_k, config)
+            sequences = [(proofs[i], s, rollouts[i].token_ids) for i, s in zip(batch, states, strict=True)]
+            chunks = check_chunks(sequences, reference.precision, config)
             for i, checks, generated in zip(batch, chunks, states, strict=True):
                 verdicts[i] = _judge(rollouts[i], checks, generated, reference, config)
     return verdicts  # type: ignore[return-value]
@@ -147,12 +153,13 @@ def _parse_proofs(rollout: Rollout, reference: ReferenceModel) -> list[ChunkProo
             proof = ChunkProof.from_base64(text)
         except ProofFormatError as e:
             raise _Unverifiable(f"proof of chunk {chunk}: {e}") from None
-        if proof.top_k > reference.hidden_size:
+        if proof.per_position > reference.hidden_size:
             raise _Unverifiable(
-                f"proof of chunk {chunk} commits to {proof.top_k} values, more than the hidden size "
-                f"{reference.hidden_size}"
+                f"proof of chunk {chunk} commits to {proof.per_position} values per token, more than the "
+                f"hidden size {reference.hidden_size}"
             )
-        if proofs and (proof.chunk_size, proof.top_k) != (proofs[0].chunk_size, proofs[0].top_k):
+        settings = (proof.chunk_size, proof.top_k, proof.precision)
+        if proofs and settings != (proofs[0].chunk_size, proofs[0].top_k, proofs[0].precision):
             raise _Unverifiable(f"proof of chunk {chunk} was built with other settings than chunk 0's")
         proofs.append(proof)
     return proofs

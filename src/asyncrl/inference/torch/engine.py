@@ -310,8 +310,6 @@ class TorchEngine(Backend):
     ) -> None:
         params = [s.request.params for s in seqs]
         proofs = self._proofs_for(params)
-        if proofs is not None:
-            proofs.record(first_row, hidden, [len(s.token_ids) for s in seqs])
         chunks_done: list[tuple[int, int, list[str]]] = []
         top_k = max(p.top_logprobs for p in params)
         out = sample(
@@ -323,6 +321,8 @@ class TorchEngine(Backend):
             top_k,
         )
         token_ids = out.token_ids.tolist()
+        if proofs is not None:
+            proofs.record(first_row, hidden, [len(s.token_ids) for s in seqs], token_ids)
         logprobs = out.logprobs.tolist()
         top_ids = out.top_ids.tolist() if out.top_ids is not None else None
         top_values = out.top_logprobs.tolist() if out.top_logprobs is not None else None
@@ -355,7 +355,10 @@ class TorchEngine(Backend):
             return None
         if self._proofs is None:
             hidden_size = self.model.config.hidden_size
-            self._proofs = ProofCapture(self.config.max_num_seqs, hidden_size, self.dtype, self._toploc)
+            device = next(self.model.parameters()).device.type
+            self._proofs = ProofCapture(
+                self.config.max_num_seqs, hidden_size, self.dtype, device, self._toploc
+            )
         return self._proofs
 
     def _finish_reason(self, s: _Sequence, token: int) -> str | None:
