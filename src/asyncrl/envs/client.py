@@ -88,6 +88,17 @@ class ModelClient:
         if self._session is not None:
             await self._session.close()
 
+    async def healthy(self) -> bool:
+        """Whether the server answers /health now (one try, a short timeout)."""
+        assert self._session is not None, "use `async with ModelClient(...)`"
+        try:
+            async with self._session.get(
+                self.base_url.rstrip("/") + "/health", timeout=aiohttp.ClientTimeout(total=2)
+            ) as response:
+                return response.status == 200
+        except (aiohttp.ClientError, TimeoutError):
+            return False
+
     async def post(self, path: str, body: dict[str, Any], admin: bool = False) -> dict[str, Any]:
         """POST with retries on connection errors, timeouts and 5xx; the JSON answer. `admin`: the route
         wants the admin key."""

@@ -44,6 +44,7 @@ class InferenceServerProcess:
         keys = {API_KEY_ENV: inference.api_key, ADMIN_KEY_ENV: inference.admin_key}
         extra = {**(env or {}), **{name: key for name, key in keys.items() if key}}
         self.env = {**os.environ, **extra} if extra else None
+        self._log_mode = "w"
 
     def __enter__(self) -> InferenceServerProcess:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -58,7 +59,7 @@ class InferenceServerProcess:
                 inference=self.inference.model_copy(update={"port": self.port}),
             )
             config_path.write_text(to_toml(config))
-            self._log = open(self.log_path, "w")  # noqa: SIM115 - closed in __exit__
+            self._log = open(self.log_path, self._log_mode)  # noqa: SIM115 - closed in __exit__
             command = [sys.executable, "-m", "asyncrl.cli", "inference", "-c", str(config_path)]
             self.process = subprocess.Popen(command, stdout=self._log, stderr=subprocess.STDOUT, env=self.env)
             if self._wait_healthy(timeout_s=300):
@@ -85,6 +86,13 @@ class InferenceServerProcess:
         raise ServerStartError(
             f"the inference server was not healthy after {timeout_s:.0f}s:\n{self._tail()}"
         )
+
+    def restart(self) -> None:
+        """Stop the server if it still runs and start it again on the same port, its log continued."""
+        self.__exit__()
+        self.inference = self.inference.model_copy(update={"port": self.port})
+        self._log_mode = "a"
+        self.__enter__()
 
     def _tail(self) -> str:
         return "\n".join(self.log_path.read_text().splitlines()[-20:])

@@ -13,6 +13,17 @@ from asyncrl.orchestrator.config import OrchestratorConfig
 from asyncrl.trainer.config import TrainerConfig
 
 
+class LauncherConfig(BaseConfig):
+    restarts: int = Field(5, ge=0)
+    """Times each process of the run is restarted after it crashes (the trainer from its newest checkpoint,
+    the orchestrator from its last batch, the inference server, given the newest weights by the
+    orchestrator), the others running on; 0: a crash stops the run. A process that crashes before the
+    first step stops the run at once: a restart would repeat its error."""
+
+    restart_backoff_s: float = Field(2.0, ge=0)
+    """Wait before a process's first restart, doubled for each further one."""
+
+
 class RLConfig(BaseConfig):
     """`asyncrl rl`: inference, orchestrator and trainer together on this machine."""
 
@@ -40,6 +51,9 @@ class RLConfig(BaseConfig):
 
     trainer: TrainerConfig = TrainerConfig(num_threads=1)
     """The trainer."""
+
+    launcher: LauncherConfig = LauncherConfig()
+    """How `asyncrl rl` supervises the three processes."""
 
     @model_validator(mode="after")
     def _weights_kept_cover_the_off_policy_window(self) -> RLConfig:

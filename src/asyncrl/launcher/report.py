@@ -10,6 +10,7 @@ matplotlib.use("Agg")  # files only: runs have no display
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
+from asyncrl.transport.layout import full_disk_reported  # noqa: E402
 from asyncrl.transport.metrics import read_metrics  # noqa: E402
 
 PANELS = [  # component, figure, title, whether a moving mean helps read it
@@ -55,7 +56,11 @@ def write_report(run_dir: Path) -> Path | None:
     figure.tight_layout()
     path = Path(run_dir) / "report.png"
     tmp = path.with_name(".report.png.tmp")
-    figure.savefig(tmp, dpi=90, format="png")
-    plt.close(figure)
-    tmp.replace(path)
+    try:
+        with full_disk_reported(path):
+            figure.savefig(tmp, dpi=90, format="png")
+            tmp.replace(path)
+    finally:
+        plt.close(figure)
+        tmp.unlink(missing_ok=True)
     return path

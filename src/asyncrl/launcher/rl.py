@@ -2,8 +2,9 @@
 
 Each child reads its own part of the config from `logs/<name>.toml` and writes `logs/<name>.log`. One
 progress bar follows the trainer's steps with reward, tokens/s and off-policy lag; `report.png` is
-refreshed as steps land. Ctrl-C stops all three and leaves a resumable run dir (`--resume true`); a
-child that crashes stops the others and its log tail is shown.
+refreshed as steps land. Ctrl-C stops all three and leaves a resumable run dir (`--resume true`). A
+child that crashes is restarted, the others running on (`launcher.restarts`); one that crashes before the
+first step, or too often, stops the run with its log tail.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from tqdm import tqdm
@@ -25,8 +27,8 @@ from asyncrl.inference.server_process import InferenceServerProcess
 from asyncrl.launcher.config import RLConfig
 from asyncrl.launcher.errors import ChildFailedError
 from asyncrl.launcher.report import write_report
-from asyncrl.transport.layout import HEARTBEAT_S, checkpoints_root, log_file, logs_dir, weights_root
-from asyncrl.transport.metrics import read_metrics
+from asyncrl.transport.layout import HEARTBEAT_S, log_file, logs_dir, weights_root
+from asyncrl.transport.metrics import append_metrics, read_metrics
 from asyncrl.transport.status import stall_reason
 
 POLL_S = 0.5
@@ -35,7 +37,7 @@ STALL_S = HEARTBEAT_S
 REPORT_EVERY_S = 20.0
 
 
-def _child_configs(config: RLConfig, server_url: str) -> dict[str, dict]:
+def _child_configs(config: RLConfig, server_url: str, resume: bool) -> dict[str, dict]:
     run = {"output_dir": str(config.output_dir), "max_steps": config.max_steps, "seed": config.seed}
     orchestrator = config.orchestrator.model_dump(mode="json")
     orchestrator["client"]["base_urls"] = [server_url]
@@ -44,8 +46,8 @@ def _child_configs(config: RLConfig, server_url: str) -> dict[str, dict]:
         "model": config.model.model_dump(mode="json"),
         "trainer": config.trainer.model_dump(mode="json"),
     }
-    if config.resume and checkpoints_root(config.output_dir).exists():
-        trainer["resume"] = "latest"
+    if resume:
+        trainer["resume"] = "if-any"
     return {
         "trainer": trainer,
         "orchestrator": {**run, "model": config.model.model_dump(mode="json"), "orchestrator": orchestrator},
@@ -99,6 +101,62 @@ def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
+class Child:
+    """One supervised process of the run: how to (re)start it, and its restarts so far."""
+
+    def __init__(
+        self, name: str, start: Callable[[int], subprocess.Popen], running: subprocess.Popen | None = None
+    ) -> None:
+        """`start(restarts)` starts the process (again, after that many restarts); `running`: a process
+        already started."""
+        self.name, self._start = name, start
+        self.process = running or start(0)
+        self.restarts = 0
+        self.restart_at: float | None = None
+        """When a crashed child is due to start again (None: it is not waiting to)."""
+
+    def crashed(self) -> int | None:
+        """The exit code of a child that stopped when it should not have; None while it runs or after it
+        finished its work (a server never does)."""
+        code = self.process.poll()
+        return None if code is None or (code == 0 and self.name != "inference") else code
+
+    def restart(self) -> None:
+        self.restarts += 1
+        self.restart_at = None
+        self.process = self._start(self.restarts)
+
+
+def _supervise(children: list[Child], config: RLConfig, step: int) -> None:
+    """Restart crashed children, each after its backoff; ChildFailedError when one cannot be: it crashed
+    before the run's first step (a bad config or environment, which a restart repeats) or used up
+    launcher.restarts."""
+    now = time.monotonic()
+    for child in children:
+        code = child.crashed()
+        if code is None:
+            continue
+        log_path = log_file(config.output_dir, child.name)
+        if child.restart_at is None:
+            if step == 0 or child.restarts >= config.launcher.restarts:
+                tried = f" (restarted {child.restarts} times, launcher.restarts)" if child.restarts else ""
+                raise ChildFailedError(f"the {child.name} process stopped{tried}; the tail of "
+                                       f"logs/{child.name}.log:\n" + _tail(log_path))  # fmt: skip
+            delay = config.launcher.restart_backoff_s * 2**child.restarts
+            how = f"killed by {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
+            line = (f"asyncrl rl: the {child.name} process stopped ({how}) at step {step}; restarting it "
+                    f"in {delay:g}s ({child.restarts + 1} of {config.launcher.restarts})")  # fmt: skip
+            tqdm.write(line, file=sys.stderr)
+            with open(log_path, "a") as f:
+                f.write(line + "\n")
+            append_metrics(config.output_dir, "launcher", step,
+                           {"event": "restart", "process": child.name, "exit_code": code,
+                            "restart": child.restarts + 1, "time": time.time()})  # fmt: skip
+            child.restart_at = now + delay
+        elif now >= child.restart_at:
+            child.restart()
+
+
 def run_rl(config: RLConfig) -> None:
     # A SIGTERM (from a job scheduler, `kill`) stops the children like Ctrl-C rather than orphaning them.
     signal.signal(signal.SIGTERM, _interrupt)
@@ -118,10 +176,22 @@ def run_rl(config: RLConfig) -> None:
     inference_log = log_file(run_dir, "inference")
     server = InferenceServerProcess(config.model, inference, config.seed, inference_log, env=keys)
     with server:
-        processes = {
-            name: _start(name, settings, run_dir, keys)
-            for name, settings in _child_configs(config, server.url).items()
-        }
+
+        def starter(name: str) -> Callable[[int], subprocess.Popen]:
+            def start(restarts: int) -> subprocess.Popen:
+                # A restarted trainer resumes from its newest checkpoint; the orchestrator always continues
+                # from its last batch.
+                settings = _child_configs(config, server.url, config.resume or restarts > 0)[name]
+                return _start(name, settings, run_dir, keys)
+
+            return start
+
+        def restart_server(_: int) -> subprocess.Popen:
+            server.restart()
+            return server.process
+
+        children = [Child("inference", restart_server, running=server.process)]
+        children += [Child(name, starter(name)) for name in ("trainer", "orchestrator")]
         bar = tqdm(total=config.max_steps, desc="rl", unit="step")
         last_step, last_progress, last_report = 0, time.monotonic(), 0.0
         try:
@@ -137,12 +207,8 @@ def run_rl(config: RLConfig) -> None:
                     postfix["waiting"] = stall_reason(run_dir)
                 bar.n = step
                 bar.set_postfix(postfix)
-                failed = [n for n, p in processes.items() if p.poll() not in (None, 0)]
-                if failed or server.process.poll() is not None:
-                    name = failed[0] if failed else "inference"
-                    raise ChildFailedError(f"the {name} process stopped; the tail of logs/{name}.log:\n"
-                                           + _tail(log_file(run_dir, name)))  # fmt: skip
-                if all(p.poll() == 0 for p in processes.values()):
+                _supervise(children, config, step)
+                if all(c.process.poll() == 0 for c in children[1:]):
                     break
                 time.sleep(POLL_S)
         except KeyboardInterrupt:
@@ -153,7 +219,7 @@ def run_rl(config: RLConfig) -> None:
             raise
         finally:
             bar.close()
-            _stop(processes)
+            _stop({c.name: c.process for c in children[1:]})
     write_report(run_dir)
     _print_summary(run_dir, time.monotonic() - started)
 

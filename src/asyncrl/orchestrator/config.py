@@ -31,6 +31,10 @@ class ClientConfig(BaseConfig):
     retries: int = Field(2, ge=0)
     """Retries on one server before it is marked dead and its rollouts move to the others."""
 
+    down_timeout_s: float = Field(300.0, gt=0)
+    """With every server dead, how long to wait for one to answer /health again (it is probed every
+    second and given the current weights) before the orchestrator stops."""
+
     api_key: str | None = Field(None, exclude=True)  # a secret: never written to a run's files
     """Bearer token of the servers' routes (their inference.api_key); default: $ASYNCRL_API_KEY."""
 

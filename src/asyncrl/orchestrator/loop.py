@@ -27,7 +27,7 @@ from asyncrl.orchestrator.tasks import TaskStream
 from asyncrl.orchestrator.verification import RolloutVerifier, write_proofs_file
 from asyncrl.orchestrator.weights import WeightWatcher
 from asyncrl.transport.batches import PROGRESS_FILE, Sample, load_progress, write_batch
-from asyncrl.transport.layout import latest_step, rollouts_root, samples_file
+from asyncrl.transport.layout import latest_step, rollouts_root, samples_file, write_file_atomically
 from asyncrl.transport.metrics import append_metrics
 from asyncrl.transport.status import StatusFile
 
@@ -49,20 +49,19 @@ def to_samples(groups: list[Group], temperature: float, mask_truncated: bool) ->
 
 def write_readable_samples(run_dir: Path, step: int, groups: list[Group], count: int) -> None:
     rollouts = [(g, r, a) for g in groups for r, a in zip(g.rollouts, g.advantages, strict=True)][:count]
-    path = samples_file(run_dir, step)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as f:
-        for group, rollout, advantage in rollouts:
-            record = {
-                "task_index": group.task_index,
-                "prompt": rollout.prompt,
-                "completion": rollout.completion,
-                "answer": rollout.task.get("answer"),
-                "reward": rollout.reward,
-                "advantage": advantage,
-                "policy_version": rollout.policy_version,
-            }
-            f.write(json.dumps(record) + "\n")
+    records = [
+        {
+            "task_index": group.task_index,
+            "prompt": rollout.prompt,
+            "completion": rollout.completion,
+            "answer": rollout.task.get("answer"),
+            "reward": rollout.reward,
+            "advantage": advantage,
+            "policy_version": rollout.policy_version,
+        }
+        for group, rollout, advantage in rollouts
+    ]
+    write_file_atomically(samples_file(run_dir, step), "".join(json.dumps(r) + "\n" for r in records))
 
 
 def batch_figures(stats: BatchStats, samples: list[Sample], step: int, seconds: float) -> dict[str, float]:
@@ -73,6 +72,7 @@ def batch_figures(stats: BatchStats, samples: list[Sample], step: int, seconds: 
         "reward_mean": statistics.fmean(rewards),
         "reward_std": statistics.pstdev(rewards),
         "reward_mean_trained": statistics.fmean(r.reward for r in rollouts),
+        "rollouts_trained": len(rollouts),
         "off_policy_max": max(step - r.policy_version for r in rollouts),
         "seq_len_mean": statistics.fmean(len(s.input_ids) for s in samples),
         "rollouts_per_s": len(rollouts) / seconds,
@@ -118,19 +118,21 @@ async def orchestrate(config: OrchestratorProcessConfig) -> None:
                 if verifier is not None:
                     stats.groups, checks = await asyncio.to_thread(verifier.filter, stats.groups)
                 samples = to_samples(stats.groups, cfg.sampling.temperature, cfg.mask_truncated)
-                saved = {"step": step, "cursor": tasks.cursor, "pending": groups.pending_tasks(),
-                         "retired": sorted(tasks.retired)}  # fmt: skip
-                write_batch(run_dir, step, samples, progress=saved)
                 now = time.perf_counter()
                 figures = batch_figures(stats, samples, step, now - started)
                 started = now
-                write_readable_samples(run_dir, step, stats.groups, cfg.samples_per_step)
-                if cfg.verify.rollouts_file:
-                    write_proofs_file(run_dir, step, stats.groups, cfg.sampling)
                 figures.update(policy_version=watcher.version, weight_update_s=watcher.last_update_s)
                 if verifier is not None:
                     figures.update({f"verify_{k}": v for k, v in asdict(checks).items()})
+                # Metrics first: a crash before the batch lands redoes the step, whose new line replaces
+                # this one; the other order would leave a trained step without its line.
                 append_metrics(run_dir, "orchestrator", step, figures)
+                write_readable_samples(run_dir, step, stats.groups, cfg.samples_per_step)
+                if cfg.verify.rollouts_file:
+                    write_proofs_file(run_dir, step, stats.groups, cfg.sampling)
+                saved = {"step": step, "cursor": tasks.cursor, "pending": groups.pending_tasks(),
+                         "retired": sorted(tasks.retired)}  # fmt: skip
+                write_batch(run_dir, step, samples, progress=saved)
                 bar.update(1)
                 bar.set_postfix(reward=f"{figures['reward_mean']:.3f}", lag=int(figures["off_policy_max"]))
         finally:

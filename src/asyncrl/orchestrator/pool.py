@@ -1,4 +1,9 @@
-"""The inference servers behind one front: least-loaded routing, failover, and weight updates."""
+"""The inference servers behind one front: least-loaded routing, failover, revival, and weight updates.
+
+A server that stops answering is marked dead and its work goes to the others (or waits, when none is
+left). Dead servers are probed every PROBE_S; one that answers /health again (restarted by `asyncrl rl`'s
+supervisor, or by hand) gets the newest weights the others were given before it takes work again.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +19,7 @@ from asyncrl.orchestrator.config import ClientConfig
 
 log = logging.getLogger("asyncrl.orchestrator")
 T = TypeVar("T")
+PROBE_S = 1.0
 
 
 class AllServersDownError(UserError):
@@ -35,13 +41,21 @@ class InferencePool:
         self.inflight = {c.base_url: 0 for c in self.clients}
         self.dead: set[str] = set()
         """Servers that stopped answering; their work goes to the others."""
+        self.down_timeout_s = config.down_timeout_s
+        self.weights: dict[str, Any] | None = None
+        """The last weight update every live server took: what a revived server is given first."""
+        self._revived = asyncio.Event()
+        self._prober: asyncio.Task | None = None
 
     async def __aenter__(self) -> InferencePool:
         for client in self.clients:
             await client.__aenter__()
+        self._prober = asyncio.create_task(self._probe_dead())
         return self
 
     async def __aexit__(self, *exc: object) -> None:
+        if self._prober is not None:
+            self._prober.cancel()
         for client in self.clients:
             await client.__aexit__()
 
@@ -53,9 +67,8 @@ class InferencePool:
         while True:
             live = self.live()
             if not live:
-                raise AllServersDownError(
-                    f"every inference server is down ({', '.join(self.inflight)}); check their logs"
-                )
+                await self._wait_for_a_server()
+                continue
             client = min(live, key=lambda c: self.inflight[c.base_url])
             self.inflight[client.base_url] += 1
             try:
@@ -71,6 +84,37 @@ class InferencePool:
             log.error(
                 "inference server %s is down (%s); moving its work to the others", client.base_url, reason
             )
+
+    async def _wait_for_a_server(self) -> None:
+        try:
+            await asyncio.wait_for(self._revived.wait(), self.down_timeout_s)
+        except TimeoutError:
+            raise AllServersDownError(
+                f"every inference server ({', '.join(self.inflight)}) has been down for "
+                f"{self.down_timeout_s:.0f}s (orchestrator.client.down_timeout_s); check their logs"
+            ) from None
+
+    async def _probe_dead(self) -> None:
+        while True:
+            await asyncio.sleep(PROBE_S)
+            for client in [c for c in self.clients if c.base_url in self.dead]:
+                if await client.healthy() and await self._catch_up(client):
+                    self.dead.discard(client.base_url)
+                    log.warning("inference server %s is back; it takes work again", client.base_url)
+                    self._revived.set()
+                    self._revived.clear()
+
+    async def _catch_up(self, client: ModelClient) -> bool:
+        """Give a server that came back the weights the others serve; False if it cannot take them yet."""
+        if self.weights is None:
+            return True
+        try:
+            await client.post("/update_weights", self.weights, admin=True)
+        except (ModelUnavailableError, ModelRequestError) as e:
+            log.warning("inference server %s is back but refused weights v%s: %s", client.base_url,
+                        self.weights.get("version"), e)  # fmt: skip
+            return False
+        return True
 
     async def update_weights(self, body: dict[str, Any]) -> dict[str, float]:
         """POST /update_weights `body` to every live server, at once; the seconds each took. A server that
@@ -91,4 +135,5 @@ class InferencePool:
         refused = [problem for _, _, problem in results if problem is not None]
         if refused:
             raise WeightsRefusedError(refused[0])
+        self.weights = body
         return {url: seconds for url, seconds, _ in results}

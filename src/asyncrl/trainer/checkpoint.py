@@ -18,7 +18,7 @@ from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_di
 
 from asyncrl.errors import UserError
 from asyncrl.trainer.distributed import Ranks, barrier
-from asyncrl.transport.layout import checkpoint_dir, checkpoints_root, latest_step, steps
+from asyncrl.transport.layout import checkpoint_dir, checkpoints_root, full_disk_reported, latest_step, steps
 
 STATE_FILE = "trainer_state.json"
 DCP_METADATA = ".metadata"
@@ -48,14 +48,18 @@ def save_checkpoint(
         shutil.rmtree(tmp)
     barrier(ranks)
     model_state, optim_state = get_state_dict(model, optimizers)
-    dcp.save(
-        {"model": model_state, "optim": optim_state}, checkpoint_id=str(tmp), no_dist=not ranks.distributed
-    )
-    save_file({"cpu": torch.get_rng_state()}, str(tmp / f"rng_rank{ranks.rank}.safetensors"))
+    with full_disk_reported(final):
+        dcp.save(
+            {"model": model_state, "optim": optim_state},
+            checkpoint_id=str(tmp),
+            no_dist=not ranks.distributed,
+        )
+        save_file({"cpu": torch.get_rng_state()}, str(tmp / f"rng_rank{ranks.rank}.safetensors"))
     barrier(ranks)
     if ranks.is_main:
         state = {"format_version": FORMAT_VERSION, "step": step, "world_size": ranks.world_size}
-        (tmp / STATE_FILE).write_text(json.dumps(state))
+        with full_disk_reported(final):
+            (tmp / STATE_FILE).write_text(json.dumps(state))
         if final.exists():
             shutil.rmtree(final)
         tmp.rename(final)
@@ -69,18 +73,21 @@ def _prune(parent: Path, keep_last: int) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
-def find_checkpoint(run_dir: Path, which: str) -> Path:
-    """`latest` or a step number -> that checkpoint's dir, or a CheckpointError saying what exists."""
+def find_checkpoint(run_dir: Path, which: str) -> Path | None:
+    """`latest` or a step number -> that checkpoint's dir, or a CheckpointError saying what exists;
+    `if-any`: the newest one, or None when there is none yet."""
     parent = checkpoints_root(run_dir)
-    if which == "latest":
+    if which in ("latest", "if-any"):
         found = latest_step(parent, _complete)
         if found is None:
+            if which == "if-any":
+                return None
             raise CheckpointError(
                 f"no complete checkpoint under {parent} to resume from; run without --resume to start fresh"
             )
         return found[1]
     if not which.isdigit():
-        raise CheckpointError(f"resume must be 'latest' or a step number, not {which!r}")
+        raise CheckpointError(f"resume must be 'latest', 'if-any' or a step number, not {which!r}")
     path = checkpoint_dir(run_dir, int(which))
     if not _complete(path):
         available = [path.name for _, path in steps(parent, _complete)]

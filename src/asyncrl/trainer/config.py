@@ -170,7 +170,8 @@ class TrainerProcessConfig(BaseConfig):
     """Seed of torch's RNG."""
 
     resume: str | None = None
-    """Resume from `latest` or a step number's checkpoint in output_dir/checkpoints."""
+    """Resume from `latest` or a step number's checkpoint in output_dir/checkpoints; `if-any`: from the
+    newest one if there is one, else from the start (a crashed trainer restarted by `asyncrl rl`)."""
 
     model: ModelConfig = ModelConfig()
     """The model trained (its initial weights)."""

@@ -54,8 +54,9 @@ def train(config: TrainerProcessConfig) -> None:
     tokenizer = load_tokenizer(config.model.path)
     loss_fn = resolve_loss(cfg.loss)
     step = 0
-    if config.resume:
-        step = load_checkpoint(find_checkpoint(run_dir, config.resume), model, optimizers, ranks)
+    checkpoint = find_checkpoint(run_dir, config.resume) if config.resume else None
+    if checkpoint is not None:
+        step = load_checkpoint(checkpoint, model, optimizers, ranks)
         log.info("resumed from the checkpoint of step %d", step)
 
     status = StatusFile(run_dir, "trainer" if ranks.is_main else f"trainer-rank{ranks.rank}")

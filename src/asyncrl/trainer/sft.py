@@ -72,8 +72,9 @@ def run_sft(config: SFTProcessConfig) -> None:
     total_steps = data.max_steps or data.epochs * math.ceil(len(train) / data.batch_size)
     model, optimizers = build(config.model, cfg, config.seed, ranks)
     step = 0
-    if config.resume:
-        step = load_checkpoint(find_checkpoint(run_dir, config.resume), model, optimizers, ranks)
+    checkpoint = find_checkpoint(run_dir, config.resume) if config.resume else None
+    if checkpoint is not None:
+        step = load_checkpoint(checkpoint, model, optimizers, ranks)
     elif evals:
         initial = eval_loss(model, evals, cfg, ranks)
         if ranks.is_main:

@@ -13,12 +13,14 @@ launcher import this module.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import shutil
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from asyncrl.errors import UserError
@@ -34,6 +36,24 @@ STEP_PREFIX = "step_"
 
 class WaitTimeout(UserError):
     """Something another process should have written did not appear in time."""
+
+
+class DiskFullError(UserError):
+    """A run file could not be written: its device is full (or over quota)."""
+
+
+@contextmanager
+def full_disk_reported(path: Path) -> Iterator[None]:
+    """Turn running out of space while writing `path` into a DiskFullError naming it."""
+    try:
+        yield
+    except OSError as e:
+        if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        raise DiskFullError(
+            f"no space left on the device of {path} ({e.strerror}): free some, then resume the run "
+            "(`asyncrl rl ... --resume true`); nothing half-written is ever read"
+        ) from None
 
 
 def step_path(parent: Path, step: int, suffix: str = "") -> Path:
@@ -141,15 +161,16 @@ def latest_weights(run_dir: Path) -> tuple[int, Path] | None:
 def write_atomically(final: Path, fill: Callable[[Path], None]) -> Path:
     """Let `fill` write a directory under a temporary name beside `final`, then rename it into place."""
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
-    try:
-        fill(tmp)
-        if final.exists():
-            shutil.rmtree(final)
-        os.rename(tmp, final)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+    with full_disk_reported(final):
+        tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
+        try:
+            fill(tmp)
+            if final.exists():
+                shutil.rmtree(final)
+            os.rename(tmp, final)
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
     return final
 
 
@@ -157,15 +178,20 @@ def write_file_atomically(final: Path, text: str) -> Path:
     """Write `text` to `final` through a temporary file and a rename: readers see the old or the new."""
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, final)
+    with full_disk_reported(final):
+        try:
+            tmp.write_text(text)
+            os.replace(tmp, final)
+        finally:
+            tmp.unlink(missing_ok=True)
     return final
 
 
 def publish_weights(run_dir: Path, step: int, save: Callable[[Path], None]) -> Path:
     """Write weights/step_<step>/ through `save` (an HF dir), atomically, with STABLE written last."""
     final = write_atomically(weights_dir(run_dir, step), save)
-    (final / STABLE).touch()
+    with full_disk_reported(final):
+        (final / STABLE).touch()
     return final
 
 

@@ -1,4 +1,10 @@
-"""metrics.jsonl: one JSON object per line, appended by every process, read by the launcher and reports."""
+"""metrics.jsonl: one JSON object per line, appended by every process, read by the launcher and reports.
+
+A process restarted after a crash redoes the steps its last checkpoint or batch does not hold (the
+trainer retrains from its checkpoint, the orchestrator rebuilds the batch it had not written), so its
+lines for those steps appear again; the later line of a step replaces the earlier ones, together with
+every line of that component after them, which belonged to the run the crash ended.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +12,10 @@ import json
 from pathlib import Path
 from typing import Any
 
-from asyncrl.transport.layout import metrics_file
+from asyncrl.transport.layout import full_disk_reported, metrics_file
+
+EVENTS = frozenset({"launcher"})
+"""Components whose lines record events (a restart) rather than steps: never replaced."""
 
 
 def append_metrics(run_dir: Path, component: str, step: int, figures: dict[str, Any]) -> None:
@@ -14,13 +23,28 @@ def append_metrics(run_dir: Path, component: str, step: int, figures: dict[str, 
     path = metrics_file(run_dir)
     path.parent.mkdir(parents=True, exist_ok=True)
     line = json.dumps({"step": step, "component": component, **figures}) + "\n"
-    with open(path, "a") as f:
-        f.write(line)
+    with full_disk_reported(path), open(path, "ab+") as f:
+        if f.seek(0, 2) and (f.seek(-1, 2), f.read(1))[1] != b"\n":
+            line = "\n" + line  # after a line a killed process left unfinished, which readers skip
+        f.write(line.encode())
 
 
 def read_metrics(run_dir: Path, component: str | None = None) -> list[dict[str, Any]]:
+    """The lines of `component` (default: all), each component's steps as the surviving run made them."""
     path = metrics_file(run_dir)
     if not path.exists():
         return []
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    return [r for r in rows if component is None or r["component"] == component]
+    rows = []
+    for line in path.read_text().splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:  # a line cut short by a process killed while writing it
+            continue
+    survivors: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        kept = survivors.setdefault(row["component"], [])
+        while kept and kept[-1]["step"] >= row["step"] and row["component"] not in EVENTS:
+            kept.pop()
+        kept.append(row)
+    alive = {id(r) for kept in survivors.values() for r in kept}
+    return [r for r in rows if id(r) in alive and (component is None or r["component"] == component)]

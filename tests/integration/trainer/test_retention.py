@@ -3,6 +3,7 @@ would still train, and a resume from its newest checkpoint still works."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -11,7 +12,14 @@ import pytest
 
 from asyncrl.models import load_model
 from asyncrl.transport.batches import write_batch
-from asyncrl.transport.layout import checkpoints_root, rollouts_dir, rollouts_root, steps, weights_root
+from asyncrl.transport.layout import (
+    checkpoints_root,
+    metrics_file,
+    rollouts_dir,
+    rollouts_root,
+    steps,
+    weights_root,
+)
 from asyncrl.transport.metrics import read_metrics
 from tests.batches import make_samples
 
@@ -49,9 +57,10 @@ def test_a_44_step_run_keeps_a_bounded_run_dir_and_still_resumes(tmp_path):
         shutil.copytree(rollouts_dir(source, step), rollouts_dir(run, step))
     resumed = _trainer(run, STEPS + 4, "--resume", "latest")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    trained = [m["step"] for m in read_metrics(run, "trainer")]
-    assert trained[:STEPS] == list(range(1, STEPS + 1))
-    assert trained[STEPS:] == list(range(41, STEPS + 5)), "resumed from step 40 with the batches kept for it"
+    lines = [json.loads(line) for line in metrics_file(run).read_text().splitlines()]
+    assert [m["step"] for m in lines][STEPS:] == list(range(41, STEPS + 5)), "resumed from step 40"
+    # Read back, the retrained steps' lines replace the ones of the run that stopped after step 44.
+    assert [m["step"] for m in read_metrics(run, "trainer")] == list(range(1, STEPS + 5))
     assert _numbers(weights_root(run)) == [46, 47, 48]
     # The newest checkpoint is still step 40's: a resume would train 41-48 again, so those batches stay.
     assert _numbers(rollouts_root(run)) == list(range(41, STEPS + 5))

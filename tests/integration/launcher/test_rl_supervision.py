@@ -1,0 +1,65 @@
+"""`asyncrl rl` supervises its processes: each one killed mid-run is restarted (the trainer from its
+checkpoint, the orchestrator from its last batch, the server given the newest weights), the others run on,
+and the run ends as if nothing happened: every step trained once, the restarts on record."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from asyncrl.inference.server_process import free_port
+from asyncrl.transport.metrics import read_metrics
+from tests.integration.launcher.test_rl import SMALL
+
+
+def _pid(run, name: str) -> int:
+    pattern = f"asyncrl.cli {name} -c {run / 'logs' / name}.toml"
+    found = subprocess.run(["pgrep", "-f", pattern], capture_output=True, text=True).stdout.split()
+    assert len(found) == 1, (name, found)
+    return int(found[0])
+
+
+def _trained(run) -> int:
+    steps = [m["step"] for m in read_metrics(run, "trainer")]
+    return steps[-1] if steps else 0
+
+
+@pytest.mark.slow
+def test_each_killed_process_is_restarted_and_every_step_is_trained_once(tmp_path):
+    run = tmp_path / "run"
+    command = [sys.executable, "-m", "asyncrl.cli", "rl", "--inference.port", str(free_port()), *SMALL,
+               "--output-dir", str(run), "--max-steps", "16", "--trainer.checkpoint.interval", "2",
+               "--launcher.restart-backoff-s", "0.5"]  # fmt: skip
+    launcher = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 600
+    for name, after in (("trainer", 3), ("inference", 7), ("orchestrator", 11)):
+        while _trained(run) < after:
+            assert launcher.poll() is None and time.monotonic() < deadline, launcher.communicate()[1][-3000:]
+            time.sleep(0.1)
+        os.kill(_pid(run, name), signal.SIGKILL)
+    _, stderr = launcher.communicate(timeout=600)
+    assert launcher.returncode == 0, stderr[-3000:]
+
+    assert [m["step"] for m in read_metrics(run, "trainer")] == list(range(1, 17))
+    assert [m["step"] for m in read_metrics(run, "orchestrator")] == list(range(1, 17))
+    events = read_metrics(run, "launcher")
+    assert [(e["process"], e["exit_code"], e["restart"]) for e in events] == [
+        ("trainer", -9, 1),
+        ("inference", -9, 1),
+        ("orchestrator", -9, 1),
+    ]
+    for name in ("trainer", "inference", "orchestrator"):
+        assert f"the {name} process stopped (killed by SIGKILL)" in stderr
+        assert "restarting it" in (run / "logs" / f"{name}.log").read_text()
+    # The restarted trainer resumed from a checkpoint rather than from scratch; the restarted server
+    # was given the newest weights before it took work again.
+    assert "resumed from the checkpoint of step" in (run / "logs" / "trainer.log").read_text()
+    server_log = (run / "logs" / "inference.log").read_text()
+    restarted = server_log[server_log.index("restarting it") :]
+    assert "swapped in" in restarted
+    assert "is back; it takes work again" in (run / "logs" / "orchestrator.log").read_text()
