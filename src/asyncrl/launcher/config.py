@@ -15,13 +15,14 @@ from asyncrl.trainer.config import TrainerConfig
 
 class LauncherConfig(BaseConfig):
     restarts: int = Field(5, ge=0)
-    """Times each process of the run is restarted after it crashes (the trainer from its newest checkpoint,
-    the orchestrator from its last batch, the inference server, given the newest weights by the
-    orchestrator), the others running on; 0: a crash stops the run. A process that crashes before the
-    first step stops the run at once: a restart would repeat its error."""
+    """Times in a row a process of the run is restarted after it crashes (the trainer from its newest
+    checkpoint, the orchestrator from its last batch, the inference server, given the newest weights by
+    the orchestrator), the others running on; a process that then runs for 30 s starts its count
+    again. 0: a crash stops the run. A process that crashes before the first step stops the run at once:
+    a restart would repeat its error."""
 
     restart_backoff_s: float = Field(2.0, ge=0)
-    """Wait before a process's first restart, doubled for each further one."""
+    """Wait before restarting a crashed process, doubled for each further crash in a row."""
 
 
 class RLConfig(BaseConfig):

@@ -35,6 +35,9 @@ POLL_S = 0.5
 STALL_S = HEARTBEAT_S
 """Without a new step for this long, the progress bar shows what the processes are waiting for."""
 REPORT_EVERY_S = 20.0
+HEALTHY_S = 30.0
+"""A child that ran this long before it crashed starts its count of crashes in a row (and its backoff)
+again."""
 
 
 def _child_configs(config: RLConfig, server_url: str, resume: bool) -> dict[str, dict]:
@@ -111,7 +114,11 @@ class Child:
         already started."""
         self.name, self._start = name, start
         self.process = running or start(0)
+        self.started = time.monotonic()
         self.restarts = 0
+        """Restarts so far."""
+        self.in_a_row = 0
+        """Crashes since the child last ran for HEALTHY_S: what launcher.restarts bounds."""
         self.restart_at: float | None = None
         """When a crashed child is due to start again (None: it is not waiting to)."""
 
@@ -125,6 +132,7 @@ class Child:
         self.restarts += 1
         self.restart_at = None
         self.process = self._start(self.restarts)
+        self.started = time.monotonic()
 
 
 def _supervise(children: list[Child], config: RLConfig, step: int) -> None:
@@ -138,14 +146,18 @@ def _supervise(children: list[Child], config: RLConfig, step: int) -> None:
             continue
         log_path = log_file(config.output_dir, child.name)
         if child.restart_at is None:
-            if step == 0 or child.restarts >= config.launcher.restarts:
-                tried = f" (restarted {child.restarts} times, launcher.restarts)" if child.restarts else ""
+            if now - child.started > HEALTHY_S:
+                child.in_a_row = 0
+            if step == 0 or child.in_a_row >= config.launcher.restarts:
+                tried = f" ({child.in_a_row} restarts in a row, launcher.restarts)" if child.in_a_row else ""
                 raise ChildFailedError(f"the {child.name} process stopped{tried}; the tail of "
                                        f"logs/{child.name}.log:\n" + _tail(log_path))  # fmt: skip
-            delay = config.launcher.restart_backoff_s * 2**child.restarts
+            delay = config.launcher.restart_backoff_s * 2**child.in_a_row
+            child.in_a_row += 1
             how = f"killed by {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
             line = (f"asyncrl rl: the {child.name} process stopped ({how}) at step {step}; restarting it "
-                    f"in {delay:g}s ({child.restarts + 1} of {config.launcher.restarts})")  # fmt: skip
+                    f"in {delay:g}s (restart {child.restarts + 1}; {child.in_a_row} in a row of at most "
+                    f"{config.launcher.restarts})")  # fmt: skip
             tqdm.write(line, file=sys.stderr)
             with open(log_path, "a") as f:
                 f.write(line + "\n")
