@@ -3,20 +3,20 @@ use to reach it (`[inference.broadcast]` of an inference server, `[orchestrator.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, field_validator
 
 from asyncrl.config_loader import BaseConfig
+from asyncrl.network import secret
 
 TOKEN_ENV = "ASYNCRL_BROADCAST_TOKEN"
 
 
 def token_or_env(token: str | None) -> str | None:
     """The configured bearer token, else $ASYNCRL_BROADCAST_TOKEN, else none."""
-    return token or os.environ.get(TOKEN_ENV) or None
+    return secret(token, TOKEN_ENV)
 
 
 class FetchConfig(BaseConfig):

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -26,6 +25,7 @@ from asyncrl.inference.api.protocol import (
     TokenizeResponse,
 )
 from asyncrl.inference.config import ADMIN_KEY_ENV, API_KEY_ENV
+from asyncrl.network import secret
 
 log = logging.getLogger("asyncrl.envs")
 
@@ -69,8 +69,8 @@ class ModelClient:
     _session: aiohttp.ClientSession | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
-        self.api_key = self.api_key or os.environ.get(API_KEY_ENV) or None
-        self.admin_key = self.admin_key or os.environ.get(ADMIN_KEY_ENV) or None
+        self.api_key = secret(self.api_key, API_KEY_ENV)
+        self.admin_key = secret(self.admin_key, ADMIN_KEY_ENV)
 
     async def __aenter__(self) -> ModelClient:
         headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}

@@ -27,6 +27,7 @@ from asyncrl.inference.server_process import InferenceServerProcess
 from asyncrl.launcher.config import RLConfig
 from asyncrl.launcher.errors import ChildFailedError
 from asyncrl.launcher.report import write_report
+from asyncrl.network import secret
 from asyncrl.transport.layout import HEARTBEAT_S, log_file, logs_dir, weights_root
 from asyncrl.transport.metrics import append_metrics, read_metrics
 from asyncrl.transport.status import stall_reason
@@ -65,7 +66,7 @@ def _keys(config: RLConfig) -> dict[str, str]:
     """The server's keys (the configured ones, else new random ones), handed to the children in their
     environment rather than in the config files written under logs/."""
     configured = {API_KEY_ENV: config.inference.api_key, ADMIN_KEY_ENV: config.inference.admin_key}
-    return {env: key or os.environ.get(env) or secrets.token_urlsafe(32) for env, key in configured.items()}
+    return {env: secret(key, env) or secrets.token_urlsafe(32) for env, key in configured.items()}
 
 
 def _start(name: str, settings: dict, run_dir: Path, env: dict[str, str]) -> subprocess.Popen:

@@ -6,11 +6,11 @@ A refusal for being busy (429) is retried with exponential backoff before Sandbo
 from __future__ import annotations
 
 import asyncio
-import os
 from typing import Any
 
 import httpx
 
+from asyncrl.network import secret
 from asyncrl.sandbox.api import SandboxAPI
 from asyncrl.sandbox.errors import (
     SandboxAuthError,
@@ -31,7 +31,7 @@ class SandboxClient(SandboxAPI):
         self, url: str, token: str | None = None, busy_retries: int = 8, backoff_s: float = 0.05
     ) -> None:
         self.url = url.rstrip("/")
-        self.token = token or os.environ.get(TOKEN_ENV) or None
+        self.token = secret(token, TOKEN_ENV)
         self.busy_retries = busy_retries
         self.backoff_s = backoff_s
         self._http: httpx.AsyncClient | None = None

@@ -13,7 +13,7 @@ from fastapi import Depends, FastAPI, Header, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from asyncrl.network import bearer_matches, is_loopback
+from asyncrl.network import bearer_matches, is_loopback, secret
 from asyncrl.sandbox.config import SandboxServeConfig
 from asyncrl.sandbox.errors import (
     SandboxAuthError,
@@ -101,7 +101,7 @@ def _handler(status: int, kind: str) -> Any:
 
 def serve(config: SandboxServeConfig) -> None:
     """Run the service until interrupted; problems with the token or the sandbox surface before binding."""
-    token = config.token or os.environ.get(TOKEN_ENV) or None
+    token = secret(config.token, TOKEN_ENV)
     if token is None and not is_loopback(config.host):
         raise TokenRequiredError(
             f"listening on {config.host} lets other machines run code here: set a bearer token with "

@@ -4,7 +4,6 @@ update may name. Checked before a route runs, so a refused request reads, loads 
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,7 +13,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from asyncrl.errors import UserError
 from asyncrl.inference.api.protocol import APIError
 from asyncrl.inference.config import ADMIN_KEY_ENV, API_KEY_ENV, InferenceConfig
-from asyncrl.network import bearer_matches, is_loopback
+from asyncrl.network import bearer_matches, is_loopback, secret
 
 OPEN_ROUTES = frozenset({"/health"})
 """Answered without a key: load balancers and supervisors probe it."""
@@ -39,8 +38,8 @@ class Access:
     def from_config(cls, config: InferenceConfig) -> Access:
         """The server's rules, keys taken from the environment when the config has none; refuses keys
         that would leave the server open to other machines."""
-        api_key = config.api_key or os.environ.get(API_KEY_ENV) or None
-        admin_key = config.admin_key or os.environ.get(ADMIN_KEY_ENV) or None
+        api_key = secret(config.api_key, API_KEY_ENV)
+        admin_key = secret(config.admin_key, ADMIN_KEY_ENV)
         loopback = is_loopback(config.host)
         if not loopback and (api_key is None or admin_key is None):
             keys = (("api-key", API_KEY_ENV, api_key), ("admin-key", ADMIN_KEY_ENV, admin_key))
