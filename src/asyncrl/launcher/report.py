@@ -38,12 +38,9 @@ def write_report(run_dir: Path) -> Path | None:
         return None
     figure, axes = plt.subplots(2, 3, figsize=(13, 7))
     for axis, (component, figure_name, title, smooth) in zip(axes.flat, PANELS, strict=True):
-        latest: dict[int, float] = {}
-        for row in rows:  # a resumed step's later line wins
-            if row["component"] == component and figure_name in row:
-                latest[row["step"]] = row[figure_name]
-        steps = sorted(latest)
-        values = [latest[s] for s in steps]
+        drawn = [row for row in rows if row["component"] == component and figure_name in row]
+        steps = [row["step"] for row in drawn]  # once each, in order: read_metrics drops re-done steps
+        values = [row[figure_name] for row in drawn]
         many = smooth and len(steps) > 2 * SMOOTH
         axis.plot(steps, values, marker="" if many else "o", markersize=3, alpha=0.35 if many else 1.0)
         if many:  # per-step figures of a few tasks are noisy; the trend is what people look for
