@@ -56,6 +56,7 @@ class InferencePool:
     async def __aexit__(self, *exc: object) -> None:
         if self._prober is not None:
             self._prober.cancel()
+            await asyncio.gather(self._prober, return_exceptions=True)
         for client in self.clients:
             await client.__aexit__()
 
@@ -106,14 +107,15 @@ class InferencePool:
 
     async def _catch_up(self, client: ModelClient) -> bool:
         """Give a server that came back the weights the others serve; False if it cannot take them yet."""
-        if self.weights is None:
-            return True
-        try:
-            await client.post("/update_weights", self.weights, admin=True)
-        except (ModelUnavailableError, ModelRequestError) as e:
-            log.warning("inference server %s is back but refused weights v%s: %s", client.base_url,
-                        self.weights.get("version"), e)  # fmt: skip
-            return False
+        sent = None
+        while self.weights is not sent:  # a weight update may finish, for the others, while this one loads
+            sent = self.weights
+            try:
+                await client.post("/update_weights", sent, admin=True)
+            except (ModelUnavailableError, ModelRequestError) as e:
+                log.warning("inference server %s is back but refused weights v%s: %s", client.base_url,
+                            sent.get("version"), e)  # fmt: skip
+                return False
         return True
 
     async def update_weights(self, body: dict[str, Any]) -> dict[str, float]:
@@ -131,7 +133,12 @@ class InferencePool:
                 return client.base_url, time.perf_counter() - start, str(e)
             return client.base_url, time.perf_counter() - start, None
 
-        results = await asyncio.gather(*(one(c) for c in self.live()))
+        results: list[tuple[str, float, str | None]] = []
+        given: set[str] = set()
+        # A server revived while the others load this update took the previous one: it gets this one too.
+        while pending := [c for c in self.live() if c.base_url not in given]:
+            given.update(c.base_url for c in pending)
+            results += await asyncio.gather(*(one(c) for c in pending))
         refused = [problem for _, _, problem in results if problem is not None]
         if refused:
             raise WeightsRefusedError(refused[0])
