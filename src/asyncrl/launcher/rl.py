@@ -23,7 +23,7 @@ from tqdm import tqdm
 from asyncrl.builtin_models import resolve_builtin_models
 from asyncrl.config_loader import to_toml
 from asyncrl.inference.config import ADMIN_KEY_ENV, API_KEY_ENV
-from asyncrl.inference.server_process import InferenceServerProcess
+from asyncrl.inference.server_process import InferenceServerProcess, ServerStartError
 from asyncrl.launcher.config import RLConfig
 from asyncrl.launcher.errors import ChildFailedError
 from asyncrl.launcher.report import write_report
@@ -200,7 +200,10 @@ def run_rl(config: RLConfig) -> None:
             return start
 
         def restart_server(_: int) -> subprocess.Popen:
-            server.restart()
+            try:
+                server.restart()
+            except ServerStartError as e:  # its stopped process counts as one more crash in a row
+                tqdm.write(f"asyncrl rl: {e}", file=sys.stderr)
             return server.process
 
         children = [Child("inference", restart_server, running=server.process)]

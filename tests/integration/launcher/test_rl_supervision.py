@@ -1,13 +1,16 @@
 """`asyncrl rl` supervises its processes: each one killed mid-run is restarted (the trainer from its
-checkpoint, the orchestrator from its last batch, the server given the newest weights), the others run on,
-and the run ends as if nothing happened: every step trained once, the restarts on record."""
+checkpoint, the orchestrator from its last batch, the server given the newest weights; a restart that
+fails is one more crash), the others run on, and the run ends as if nothing happened: every step trained
+once, the restarts on record."""
 
 from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -29,10 +32,34 @@ def _trained(run) -> int:
     return steps[-1] if steps else 0
 
 
+def _hold_port_through_one_start(port: int, log) -> threading.Thread:
+    """Take `port` as soon as the killed server lets go of it, and keep it until a new server has failed
+    to bind it."""
+
+    def hold() -> None:
+        with socket.socket() as holder:
+            # Past the killed server's connections in TIME_WAIT, as the server's own bind gets past them.
+            holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            while True:
+                try:
+                    holder.bind(("127.0.0.1", port))
+                    break
+                except OSError:
+                    time.sleep(0.01)
+            holder.listen()
+            while log.read_text().count("address already in use") == 0:
+                time.sleep(0.1)
+
+    thread = threading.Thread(target=hold, daemon=True)
+    thread.start()
+    return thread
+
+
 @pytest.mark.slow
 def test_each_killed_process_is_restarted_and_every_step_is_trained_once(tmp_path):
     run = tmp_path / "run"
-    command = [sys.executable, "-m", "asyncrl.cli", "rl", "--inference.port", str(free_port()), *SMALL,
+    port = free_port()
+    command = [sys.executable, "-m", "asyncrl.cli", "rl", "--inference.port", str(port), *SMALL,
                "--output-dir", str(run), "--max-steps", "16", "--trainer.checkpoint.interval", "2",
                "--launcher.restart-backoff-s", "0.5"]  # fmt: skip
     launcher = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -42,17 +69,22 @@ def test_each_killed_process_is_restarted_and_every_step_is_trained_once(tmp_pat
             assert launcher.poll() is None and time.monotonic() < deadline, launcher.communicate()[1][-3000:]
             time.sleep(0.1)
         os.kill(_pid(run, name), signal.SIGKILL)
+        if name == "inference":  # its first restart finds the port taken
+            holder = _hold_port_through_one_start(port, run / "logs" / "inference.log")
     _, stderr = launcher.communicate(timeout=600)
     assert launcher.returncode == 0, stderr[-3000:]
+    assert not holder.is_alive()
 
     assert [m["step"] for m in read_metrics(run, "trainer")] == list(range(1, 17))
     assert [m["step"] for m in read_metrics(run, "orchestrator")] == list(range(1, 17))
     events = read_metrics(run, "launcher")
-    assert [(e["process"], e["exit_code"], e["restart"]) for e in events] == [
-        ("trainer", -9, 1),
-        ("inference", -9, 1),
-        ("orchestrator", -9, 1),
+    assert [(e["process"], e["exit_code"] == -9, e["restart"]) for e in events] == [
+        ("trainer", True, 1),
+        ("inference", True, 1),
+        ("inference", False, 2),  # the restart that found its port taken
+        ("orchestrator", True, 1),
     ]
+    assert "the inference server could not bind a port" in stderr
     for name in ("trainer", "inference", "orchestrator"):
         assert f"the {name} process stopped (killed by SIGKILL)" in stderr
         assert "restarting it" in (run / "logs" / f"{name}.log").read_text()
