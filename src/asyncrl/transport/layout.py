@@ -159,18 +159,22 @@ def latest_weights(run_dir: Path) -> tuple[int, Path] | None:
 
 
 def write_atomically(final: Path, fill: Callable[[Path], None]) -> Path:
-    """Let `fill` write a directory under a temporary name beside `final`, then rename it into place."""
+    """Let `fill` write a directory under a temporary name beside `final`, then rename it into place. A
+    `final` already there (a step re-done after a restart) is renamed aside first and deleted after: it is
+    missing for the instant between two renames, not for as long as deleting it takes."""
     final.parent.mkdir(parents=True, exist_ok=True)
     with full_disk_reported(final):
         tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
+        old = tmp.with_name(tmp.name + "-old")
         try:
             fill(tmp)
             if final.exists():
-                shutil.rmtree(final)
+                os.rename(final, old)
             os.rename(tmp, final)
         finally:
-            if tmp.exists():
-                shutil.rmtree(tmp, ignore_errors=True)
+            for left in (tmp, old):
+                if left.exists():
+                    shutil.rmtree(left, ignore_errors=True)
     return final
 
 

@@ -35,6 +35,13 @@ def test_batch_leaves_no_temporary_dirs(tmp_path):
     assert [p.name for p in (tmp_path / "rollouts").iterdir()] == ["step_1"]
 
 
+def test_a_step_written_again_replaces_the_first_and_leaves_nothing_else(tmp_path):
+    publish_weights(tmp_path, 3, lambda d: (d / "model.safetensors").write_text("first"))
+    publish_weights(tmp_path, 3, lambda d: (d / "model.safetensors").write_text("redone"))
+    assert [p.name for p in (tmp_path / "weights").iterdir()] == ["step_3"]
+    assert (tmp_path / "weights" / "step_3" / "model.safetensors").read_text() == "redone"
+
+
 def test_ragged_samples_are_refused(tmp_path):
     with pytest.raises(ValueError, match="per-token lists"):
         write_batch(tmp_path, 1, [Sample([1, 2], [True], [0.0, 0.0], [0.0, 0.0], 0)])
