@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +23,7 @@ from asyncrl.orchestrator.config import VerifyConfig
 from asyncrl.orchestrator.groups import Group
 from asyncrl.toploc.rollouts import Rollout
 from asyncrl.toploc.verify import ReferenceModel, verify_rollouts
-from asyncrl.transport.layout import STABLE, proofs_file, weights_dir
+from asyncrl.transport.layout import STABLE, proofs_file, weights_dir, write_file_atomically
 
 log = logging.getLogger("asyncrl.orchestrator")
 MODELS_KEPT = 2
@@ -70,20 +69,15 @@ def single_policy(turn: ChatTurn) -> int | None:
 def write_proofs_file(run_dir: Path, step: int, groups: list[Group], sampling: SamplingConfig) -> Path:
     """toploc/step_<N>.jsonl: every turn of the batch as a rollouts-file line plus its `policy_version`
     (null when generated across a weight update), written atomically."""
-    path = proofs_file(run_dir, step)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    with open(tmp, "w") as f:
-        for group in groups:
-            for rollout in group.rollouts:
-                for turn in rollout.turns:
-                    record = proof_rollout(turn, sampling)
-                    if record is not None:
-                        f.write(
-                            json.dumps({**record.model_dump(), "policy_version": single_policy(turn)}) + "\n"
-                        )
-    os.replace(tmp, path)
-    return path
+    lines = []
+    for group in groups:
+        for rollout in group.rollouts:
+            for turn in rollout.turns:
+                record = proof_rollout(turn, sampling)
+                if record is not None:
+                    line = {**record.model_dump(), "policy_version": single_policy(turn)}
+                    lines.append(json.dumps(line) + "\n")
+    return write_file_atomically(proofs_file(run_dir, step), "".join(lines))
 
 
 class RolloutVerifier:
