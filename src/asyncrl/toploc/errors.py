@@ -6,8 +6,8 @@ from asyncrl.errors import UserError
 
 
 class ProofFormatError(ValueError):
-    """A proof is not base64 of a 2-byte chunk size, a 2-byte modulus and 2-byte coefficients; its rollout
-    fails verification."""
+    """A proof is not base64 of its 4-byte header (chunk size, values per token, precision and salt) and
+    2-byte coefficients; its rollout fails verification."""
 
 
 class ProofSettingsError(UserError):
@@ -16,7 +16,8 @@ class ProofSettingsError(UserError):
 
 
 class ProofBuildError(ValueError):
-    """A chunk's top-k cannot be encoded (no modulus keeps its indices distinct)."""
+    """A chunk cannot be encoded: no salt makes its points distinct, or its precision is not one a proof
+    can record."""
 
 
 class RolloutsFileError(UserError):

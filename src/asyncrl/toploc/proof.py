@@ -101,6 +101,9 @@ def encode(
         raise ProofBuildError(f"no salt of {SALTS} gives distinct points; lower toploc.top_k")
     coefficients = interpolate(xs, values)
     head = size.to_bytes(2, "little") + bytes([per_position])
+    if precision not in PRECISIONS:
+        raise ProofBuildError(f"proofs record {', '.join(map(str, PRECISIONS))}, not {precision}: serve in "
+                              "one of those, or without TOPLOC")  # fmt: skip
     code = PRECISIONS.index(precision) << 5
     return [
         head + bytes([code | int(salt)]) + row.astype("<u2").tobytes()

@@ -92,7 +92,7 @@ def verify_rollouts(
             proofs[i] = _parse_proofs(rollout, reference)
         except _Unverifiable as e:
             verdicts[i] = Verdict(False, (str(e),))
-    chunk_size, _ = _settings([p for parsed in proofs.values() for p in parsed[:1]], config)
+    chunk_size = _settings([p for parsed in proofs.values() for p in parsed[:1]], config)
     for i in list(proofs):
         expected = math.ceil(len(rollouts[i].token_ids) / chunk_size)
         if len(proofs[i]) != expected:
@@ -116,9 +116,10 @@ def verify_rollouts(
     return verdicts  # type: ignore[return-value]
 
 
-def _settings(firsts: list[ChunkProof], config: ToplocConfig) -> tuple[int, int]:
-    """The chunk size and top-k every rollout's proofs were built with (one proof of each is enough: a
-    rollout's own proofs agree, `_parse_proofs` checked); config's defaults where there are none."""
+def _settings(firsts: list[ChunkProof], config: ToplocConfig) -> int:
+    """The chunk size every rollout's proofs were built with, once they agree with each other and with
+    config on chunk size and top-k (one proof of each rollout is enough: a rollout's own proofs agree,
+    `_parse_proofs` checked); config's defaults where there are none."""
     recorded = {(p.chunk_size, p.top_k) for p in firsts}
     if len(recorded) > 1:
         listed = ", ".join(f"chunk_size {c} and top_k {k}" for c, k in sorted(recorded))
@@ -134,7 +135,7 @@ def _settings(firsts: list[ChunkProof], config: ToplocConfig) -> tuple[int, int]
                 f"the proofs were built with {name} {built}, not the {wanted} asked for: verify with "
                 f"--toploc.{name.replace('_', '-')} {built}, or leave it out to use what the proofs record"
             )
-    return chunk_size, top_k
+    return chunk_size
 
 
 def _parse_proofs(rollout: Rollout, reference: ReferenceModel) -> list[ChunkProof]:

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from asyncrl.toploc.builder import build_proofs
-from asyncrl.toploc.errors import ProofFormatError
+from asyncrl.toploc.errors import ProofBuildError, ProofFormatError
 from asyncrl.toploc.proof import PAD_TOKEN, ChunkProof, bf16_bits, claimed_bits, points, position_top_k
 
 
@@ -35,6 +35,11 @@ def test_a_proof_of_32_tokens_takes_260_bytes_and_records_its_settings():
     parsed = ChunkProof.from_base64(base64.b64encode(raw[2]).decode())
     assert (parsed.chunk_size, parsed.per_position, parsed.top_k) == (32, 4, 128)
     assert parsed.precision == ("bfloat16", "cuda")
+
+
+def test_a_precision_a_proof_cannot_record_is_refused_naming_those_it_can():
+    with pytest.raises(ProofBuildError, match=r"not \('float32', 'mps'\)"):
+        build_proofs(_states(), _tokens(), torch.tensor([32, 32, 5]), 4, ("float32", "mps"))
 
 
 def test_the_proof_reads_back_each_tokens_top_values_at_its_dimensions():
