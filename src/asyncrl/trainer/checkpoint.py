@@ -7,6 +7,7 @@ temporary name and renamed, so a crash mid-save leaves the previous checkpoint a
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from asyncrl.transport.layout import checkpoint_dir, checkpoints_root, full_disk
 STATE_FILE = "trainer_state.json"
 DCP_METADATA = ".metadata"
 FORMAT_VERSION = 1
+log = logging.getLogger("asyncrl.trainer")
 
 
 class CheckpointError(UserError):
@@ -124,3 +126,20 @@ def load_checkpoint(
             f"checkpoint {path} has format {state.get('format_version')}, expected {FORMAT_VERSION}"
         )
     return int(state["step"])
+
+
+def resume(
+    run_dir: Path,
+    which: str | None,
+    model: torch.nn.Module,
+    optimizers: list[torch.optim.Optimizer],
+    ranks: Ranks,
+) -> int | None:
+    """Load the checkpoint `which` names (config.resume) into model and optimizers; the step it was saved
+    after, or None when resume is off or `if-any` found none."""
+    checkpoint = find_checkpoint(run_dir, which) if which else None
+    if checkpoint is None:
+        return None
+    step = load_checkpoint(checkpoint, model, optimizers, ranks)
+    log.info("resumed from the checkpoint of step %d", step)
+    return step

@@ -10,7 +10,7 @@ import torch
 from tqdm import tqdm
 
 from asyncrl.models import load_tokenizer
-from asyncrl.trainer.checkpoint import find_checkpoint, load_checkpoint, save_checkpoint
+from asyncrl.trainer.checkpoint import resume, save_checkpoint
 from asyncrl.trainer.config import TrainerConfig, TrainerProcessConfig
 from asyncrl.trainer.distributed import init_distributed
 from asyncrl.trainer.losses import resolve_loss
@@ -21,8 +21,6 @@ from asyncrl.transport.layout import rollouts_dir, wait_for
 from asyncrl.transport.metrics import append_metrics
 from asyncrl.transport.retention import prune_run_dir
 from asyncrl.transport.status import StatusFile
-
-log = logging.getLogger("asyncrl.trainer")
 
 
 def read_batch(run_dir: Path, step: int, timeout_s: float, status: StatusFile) -> tuple[Batch, float]:
@@ -53,11 +51,7 @@ def train(config: TrainerProcessConfig) -> None:
     model, optimizers = build(config.model, cfg, config.seed, ranks)
     tokenizer = load_tokenizer(config.model.path)
     loss_fn = resolve_loss(cfg.loss)
-    step = 0
-    checkpoint = find_checkpoint(run_dir, config.resume) if config.resume else None
-    if checkpoint is not None:
-        step = load_checkpoint(checkpoint, model, optimizers, ranks)
-        log.info("resumed from the checkpoint of step %d", step)
+    step = resume(run_dir, config.resume, model, optimizers, ranks) or 0
 
     status = StatusFile(run_dir, "trainer" if ranks.is_main else f"trainer-rank{ranks.rank}")
     progress = tqdm(total=config.max_steps, initial=step, desc="trainer", disable=not ranks.is_main)

@@ -11,7 +11,7 @@ import torch
 from tqdm import tqdm
 
 from asyncrl.models import load_tokenizer
-from asyncrl.trainer.checkpoint import find_checkpoint, load_checkpoint, save_checkpoint
+from asyncrl.trainer.checkpoint import resume, save_checkpoint
 from asyncrl.trainer.config import SFTProcessConfig, TrainerConfig
 from asyncrl.trainer.distributed import Ranks, all_reduce_sum, init_distributed
 from asyncrl.trainer.losses import sft as sft_loss
@@ -71,11 +71,9 @@ def run_sft(config: SFTProcessConfig) -> None:
         train, evals = split_train_eval(samples, data.eval_fraction, config.seed)
     total_steps = data.max_steps or data.epochs * math.ceil(len(train) / data.batch_size)
     model, optimizers = build(config.model, cfg, config.seed, ranks)
-    step = 0
-    checkpoint = find_checkpoint(run_dir, config.resume) if config.resume else None
-    if checkpoint is not None:
-        step = load_checkpoint(checkpoint, model, optimizers, ranks)
-    elif evals:
+    resumed = resume(run_dir, config.resume, model, optimizers, ranks)
+    step = resumed or 0
+    if resumed is None and evals:
         initial = eval_loss(model, evals, cfg, ranks)
         if ranks.is_main:
             append_metrics(run_dir, "sft", 0, {"eval_loss": initial})
