@@ -38,7 +38,7 @@ class WeightSource(Protocol):
         """The newest version this source has, or None when it has none (or does not answer)."""
 
     def update_body(self, version: int) -> dict[str, Any]:
-        """The `/update_weights` body that makes a server load `version` from this source."""
+        """The `/update_weights` body that makes a server load `version`, the one the last newest() named."""
 
     async def close(self) -> None: ...
 
