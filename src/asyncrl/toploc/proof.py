@@ -83,6 +83,9 @@ def encode(
 ) -> list[bytes]:
     """Proofs of chunks whose positions' top dimensions and bit patterns are `dims` and `bits` ([M, C, p]
     each), produced `tokens` [M, C], and hold `lengths` [M] real positions."""
+    if precision not in PRECISIONS:
+        raise ProofBuildError(f"proofs record {', '.join(map(str, PRECISIONS))}, not {precision}: serve in "
+                              "one of those, or without TOPLOC")  # fmt: skip
     rows, size, per_position = dims.shape
     past_end = np.arange(size)[None, :] >= lengths[:, None]
     tokens = np.where(past_end, PAD_TOKEN, tokens)
@@ -101,9 +104,6 @@ def encode(
         raise ProofBuildError(f"no salt of {SALTS} gives distinct points; lower toploc.top_k")
     coefficients = interpolate(xs, values)
     head = size.to_bytes(2, "little") + bytes([per_position])
-    if precision not in PRECISIONS:
-        raise ProofBuildError(f"proofs record {', '.join(map(str, PRECISIONS))}, not {precision}: serve in "
-                              "one of those, or without TOPLOC")  # fmt: skip
     code = PRECISIONS.index(precision) << 5
     return [
         head + bytes([code | int(salt)]) + row.astype("<u2").tobytes()
