@@ -7,6 +7,7 @@ import asyncio
 
 from aiohttp import web
 
+from asyncrl.inference.server_process import free_port
 from asyncrl.orchestrator.config import ClientConfig
 from asyncrl.orchestrator.pool import PROBE_S, InferencePool
 
@@ -33,9 +34,8 @@ class SlowServer:
         app.router.add_post("/update_weights", self.update)
         runner = web.AppRunner(app)
         await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]
+        port = free_port()
+        await web.TCPSite(runner, "127.0.0.1", port).start()
         return runner, f"http://127.0.0.1:{port}"
 
 
