@@ -3,6 +3,7 @@ config from `-c FILE` and `--section.key value`, `--help` from the config it rea
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import sys
 from collections.abc import Callable
@@ -277,8 +278,10 @@ def _guarded(group: str, work: Callable[[], object]) -> int:
     try:
         status = work()
     except UserError as e:
-        print(f"asyncrl {group}: {e}", file=sys.stderr)
-        return 1
+        # stderr may be a log file on the disk that just filled up: the exit code still says what happened.
+        with contextlib.suppress(OSError):
+            print(f"asyncrl {group}: {e}", file=sys.stderr)
+        return e.exit_code
     except KeyboardInterrupt:
         return 130
     return status if isinstance(status, int) else 0  # a command may return what it made (eval: its dir)

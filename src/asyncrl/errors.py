@@ -9,3 +9,6 @@ from __future__ import annotations
 
 class UserError(Exception):
     """An error the user can fix from its message alone (a bad path, a peer that is down, ...)."""
+
+    exit_code = 1
+    """What the CLI exits with on it: a supervising launcher tells some errors apart by it."""

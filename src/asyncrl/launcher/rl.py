@@ -4,7 +4,7 @@ Each child reads its own part of the config from `logs/<name>.toml` and writes `
 progress bar follows the trainer's steps with reward, tokens/s and off-policy lag; `report.png` is
 refreshed as steps land. Ctrl-C stops all three and leaves a resumable run dir (`--resume true`). A
 child that crashes is restarted, the others running on (`launcher.restarts`); one that crashes before the
-first step, or too often, stops the run with its log tail.
+first step, or too often, stops the run with its log tail; one whose disk is full stops it at once.
 """
 
 from __future__ import annotations
@@ -28,7 +28,14 @@ from asyncrl.launcher.config import RLConfig
 from asyncrl.launcher.errors import ChildFailedError
 from asyncrl.launcher.report import write_report
 from asyncrl.network import secret
-from asyncrl.transport.layout import HEARTBEAT_S, log_file, logs_dir, weights_root
+from asyncrl.transport.layout import (
+    HEARTBEAT_S,
+    DiskFullError,
+    full_disk_reported,
+    log_file,
+    logs_dir,
+    weights_root,
+)
 from asyncrl.transport.metrics import append_metrics, read_metrics
 from asyncrl.transport.status import stall_reason
 
@@ -139,13 +146,15 @@ class Child:
 def _supervise(children: list[Child], config: RLConfig, step: int) -> None:
     """Restart crashed children, each after its backoff; ChildFailedError when one cannot be: it crashed
     before the run's first step (a bad config or environment, which a restart repeats) or used up
-    launcher.restarts."""
+    launcher.restarts; DiskFullError when one stopped because the run's disk is full."""
     now = time.monotonic()
     for child in children:
         code = child.crashed()
         if code is None:
             continue
         log_path = log_file(config.output_dir, child.name)
+        if code == DiskFullError.exit_code:  # its own log may not hold why: the disk that is full holds it
+            raise DiskFullError(config.output_dir)
         if child.restart_at is None:
             if now - child.started > HEALTHY_S:
                 child.in_a_row = 0
@@ -160,7 +169,7 @@ def _supervise(children: list[Child], config: RLConfig, step: int) -> None:
                     f"in {delay:g}s (restart {child.restarts + 1}; {child.in_a_row} in a row of at most "
                     f"{config.launcher.restarts})")  # fmt: skip
             tqdm.write(line, file=sys.stderr)
-            with open(log_path, "a") as f:
+            with full_disk_reported(log_path), open(log_path, "a") as f:
                 f.write(line + "\n")
             append_metrics(config.output_dir, "launcher", step,
                            {"event": "restart", "process": child.name, "exit_code": code,

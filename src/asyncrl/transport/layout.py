@@ -41,6 +41,14 @@ class WaitTimeout(UserError):
 class DiskFullError(UserError):
     """A run file could not be written: its device is full (or over quota)."""
 
+    exit_code = 74  # EX_IOERR: the launcher stops the run rather than restart a child into the same disk
+
+    def __init__(self, path: Path, reason: str = "No space left on device") -> None:
+        super().__init__(
+            f"no space left on the device of {path} ({reason}): free some, then resume the run "
+            "(`asyncrl rl ... --resume true`); nothing half-written is ever read"
+        )
+
 
 @contextmanager
 def full_disk_reported(path: Path) -> Iterator[None]:
@@ -50,10 +58,7 @@ def full_disk_reported(path: Path) -> Iterator[None]:
     except OSError as e:
         if e.errno not in (errno.ENOSPC, errno.EDQUOT):
             raise
-        raise DiskFullError(
-            f"no space left on the device of {path} ({e.strerror}): free some, then resume the run "
-            "(`asyncrl rl ... --resume true`); nothing half-written is ever read"
-        ) from None
+        raise DiskFullError(path, e.strerror) from None
 
 
 def step_path(parent: Path, step: int, suffix: str = "") -> Path:

@@ -13,6 +13,7 @@ from safetensors.torch import load_file
 
 from asyncrl.inference.server_process import free_port
 from asyncrl.transport.batches import load_batch
+from asyncrl.transport.layout import DiskFullError
 from asyncrl.transport.metrics import read_metrics
 from tests.integration.launcher.test_rl import SMALL
 
@@ -47,7 +48,8 @@ def test_a_full_disk_stops_the_run_naming_the_path_and_it_resumes_once_space_is_
             time.sleep(0.1)
         _fill(disk, "filler")
         _, stderr = launcher.communicate(timeout=300)
-        assert launcher.returncode == 1
+        assert launcher.returncode == DiskFullError.exit_code
+        assert "restarting it" not in stderr  # a restart would only meet the same full disk
         assert "no space left on the device of " + str(run) in stderr, stderr[-3000:]
 
         # Whatever the trainer and the server can see is whole.
