@@ -93,7 +93,7 @@ def figures(run: Path) -> dict:
         "replaced_lines": sum(r["component"] == "trainer" for r in raw) - len(trainer),
         "handed_out": progress["cursor"],
         "accounted": accounted + len(progress["pending"]),
-        "restarts": [e["process"] for e in read_metrics(run, "launcher")],
+        "restarts": [e["process"] for e in read_metrics(run, "launcher") if e["event"] == "restart"],
     }
 
 

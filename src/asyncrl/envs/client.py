@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import aiohttp
+from prometheus_client.parser import text_string_to_metric_families
 from pydantic import BaseModel, ValidationError
 
 from asyncrl.errors import UserError
@@ -98,6 +99,24 @@ class ModelClient:
                 return response.status == 200
         except (aiohttp.ClientError, TimeoutError):
             return False
+
+    async def engine_counters(self) -> dict[str, float]:
+        """The server's `asyncrl_*_total` counters from /metrics, by name without the prefix and suffix
+        (one try, a short timeout; {} when it does not answer)."""
+        assert self._session is not None, "use `async with ModelClient(...)`"
+        try:
+            async with self._session.get(
+                self.base_url.rstrip("/") + "/metrics", timeout=aiohttp.ClientTimeout(total=2)
+            ) as response:
+                text = await response.text() if response.status == 200 else ""
+        except (aiohttp.ClientError, TimeoutError):
+            return {}
+        return {
+            sample.name.removeprefix("asyncrl_").removesuffix("_total"): sample.value
+            for family in text_string_to_metric_families(text)
+            for sample in family.samples
+            if sample.name.startswith("asyncrl_") and sample.name.endswith("_total")
+        }
 
     async def post(self, path: str, body: dict[str, Any], admin: bool = False) -> dict[str, Any]:
         """POST with retries on connection errors, timeouts and 5xx; the JSON answer. `admin`: the route

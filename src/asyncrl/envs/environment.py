@@ -8,6 +8,7 @@ re-tokenisation of decoded text.
 from __future__ import annotations
 
 import abc
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,6 +27,8 @@ class Rollout:
     state: dict[str, Any] = field(default_factory=dict)
     reward: float = 0.0
     metrics: dict[str, float] = field(default_factory=dict)
+    score_s: float = 0.0
+    """Seconds its rubric took to score it."""
 
     @property
     def policy_version(self) -> int:
@@ -67,10 +70,12 @@ class Environment(abc.ABC):
     async def run(self, client: ModelClient, task: dict[str, Any], sampling: dict[str, Any]) -> Rollout:
         """A scored rollout of `task`."""
         rollout = await self.rollout(client, task, sampling)
+        start = time.perf_counter()
         score = await self.rubric.score(
             rollout.prompt, rollout.completion, task.get("answer"), rollout.state, task
         )
         rollout.reward, rollout.metrics = score.reward, score.metrics
+        rollout.score_s = time.perf_counter() - start
         return rollout
 
 

@@ -71,6 +71,12 @@ class EngineStats:
     policy_version: int
     weight_updates: int
     last_weight_update_s: float
+    prefill_s: float | None = None
+    """Seconds the engine spent prefilling since it started (None: this backend does not measure it)."""
+    decode_s: float | None = None
+    """Seconds the engine spent in decode steps since it started (None: not measured)."""
+    uptime_s: float | None = None
+    """Seconds since the engine started: the rest, beyond prefill and decode, it was idle or swapping."""
 
 
 class Backend(abc.ABC):

@@ -22,6 +22,14 @@ PANELS = [  # component, figure, title, whether a moving mean helps read it
     ("trainer", "wait_s", "trainer wait for data (s)", True),
 ]
 
+BREAKDOWNS = [  # component, title, the per-step seconds stacked in its panel
+    ("trainer", "trainer time per step (s)",
+     ("wait_s", "read_s", "pack_s", "forward_backward_s", "optimizer_s", "publish_s", "checkpoint_s")),
+    ("orchestrator", "inference time per step (s, all servers)",
+     ("inference_prefill_s", "inference_decode_s", "inference_idle_s")),
+    ("orchestrator", "orchestrator time per step (s)",
+     ("scoring_s", "packing_s", "write_s", "weights_wait_s")),
+]  # fmt: skip
 
 SMOOTH = 10
 
@@ -36,8 +44,10 @@ def write_report(run_dir: Path) -> Path | None:
     rows = read_metrics(run_dir)
     if not rows:
         return None
-    figure, axes = plt.subplots(2, 3, figsize=(13, 7))
-    for axis, (component, figure_name, title, smooth) in zip(axes.flat, PANELS, strict=True):
+    figure, axes = plt.subplots(3, 3, figsize=(13, 10))
+    for axis, (component, title, parts) in zip(axes[2], BREAKDOWNS, strict=True):
+        _stack(axis, [row for row in rows if row["component"] == component], title, parts)
+    for axis, (component, figure_name, title, smooth) in zip(axes[:2].flat, PANELS, strict=True):
         drawn = [row for row in rows if row["component"] == component and figure_name in row]
         steps = [row["step"] for row in drawn]  # once each, in order: read_metrics drops re-done steps
         values = [row[figure_name] for row in drawn]
@@ -61,3 +71,23 @@ def write_report(run_dir: Path) -> Path | None:
         plt.close(figure)
         tmp.unlink(missing_ok=True)
     return path
+
+
+def _stack(axis: plt.Axes, rows: list[dict], title: str, parts: tuple[str, ...]) -> None:
+    """Each step's seconds, part on part (a moving mean of each): where a step's time goes."""
+    drawn = [part for part in parts if any(part in row for row in rows)]
+    steps = [row["step"] for row in rows]
+    if drawn and steps:
+        window = SMOOTH if len(steps) > 2 * SMOOTH else 1
+        layers = [_moving_mean([row.get(part, 0.0) for row in rows], window) for part in drawn]
+        axis.stackplot(
+            steps,
+            layers,
+            labels=[part.removeprefix("inference_").removesuffix("_s") for part in drawn],
+            alpha=0.8,
+        )
+        axis.legend(loc="upper left", fontsize=7, ncol=2)
+    axis.set_title(title)
+    axis.set_xlabel("step")
+    axis.xaxis.set_major_locator(MaxNLocator(integer=True))
+    axis.grid(alpha=0.3)

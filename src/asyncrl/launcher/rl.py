@@ -173,7 +173,7 @@ def _supervise(children: list[Child], config: RLConfig, step: int) -> None:
                 f.write(line + "\n")
             append_metrics(config.output_dir, "launcher", step,
                            {"event": "restart", "process": child.name, "exit_code": code,
-                            "restart": child.restarts + 1, "time": time.time()})  # fmt: skip
+                            "restart": child.restarts + 1})  # fmt: skip
             child.restart_at = now + delay
         elif now >= child.restart_at:
             child.restart()
@@ -190,6 +190,7 @@ def run_rl(config: RLConfig) -> None:
         )
     logs_dir(run_dir).mkdir(parents=True, exist_ok=True)
     (run_dir / "config.toml").write_text(to_toml(config))
+    append_metrics(run_dir, "launcher", 0, {"event": "start"})  # the clock of every line's elapsed_s
     # A built-in model is built (the warm-started one by a short SFT) once, here, not by three children.
     config = resolve_builtin_models(config)
     keys = _keys(config)

@@ -45,6 +45,8 @@ class BatchStats:
     dropped_too_long: int = 0
     dropped_difficulty: int = 0
     rollout_seconds: float = 0.0
+    scoring_s: float = 0.0
+    """Seconds the rubrics took, summed over every rollout this batch judged."""
     weights_wait_s: float = 0.0
 
 
@@ -104,6 +106,7 @@ class GroupStream:
         cfg = self.config
         rewards = [r.reward for r in group.rollouts]
         stats.rollout_seconds += group.seconds * len(group.rollouts)
+        stats.scoring_s += sum(r.score_s for r in group.rollouts)
         if min(r.policy_version for r in group.rollouts) < step - cfg.max_off_policy_steps:
             stats.discarded_stale += len(group.rollouts)
             return

@@ -64,6 +64,29 @@ def write_readable_samples(run_dir: Path, step: int, groups: list[Group], count:
     write_file_atomically(samples_file(run_dir, step), "".join(json.dumps(r) + "\n" for r in records))
 
 
+SECONDS = ("prefill_seconds", "decode_seconds", "engine_seconds")
+"""The engine counters EngineTime reads."""
+
+
+class EngineTime:
+    """Where the servers' time went between two steps: prefill, decode, and idle (the rest), from the
+    counters of their /metrics (backends that do not measure it give no figures)."""
+
+    def __init__(self, pool: InferencePool) -> None:
+        self.pool = pool
+        self.last: dict[str, float] = {}
+
+    async def figures(self) -> dict[str, float]:
+        now = await self.pool.engine_counters()
+        spent = {name: now[name] - self.last.get(name, 0.0) for name in SECONDS if name in now}
+        self.last = now
+        if len(spent) < len(SECONDS) or min(spent.values()) < 0:  # not measured, or a server restarted
+            return {}
+        prefill, decode = spent["prefill_seconds"], spent["decode_seconds"]
+        idle = max(0.0, spent["engine_seconds"] - prefill - decode)
+        return {"inference_prefill_s": prefill, "inference_decode_s": decode, "inference_idle_s": idle}
+
+
 def batch_figures(stats: BatchStats, samples: list[Sample], step: int, seconds: float) -> dict[str, float]:
     rollouts = [r for g in stats.groups for r in g.rollouts]
     rewards = stats.sampled_rewards
@@ -83,6 +106,7 @@ def batch_figures(stats: BatchStats, samples: list[Sample], step: int, seconds: 
         "dropped_too_long": stats.dropped_too_long,
         "dropped_difficulty": stats.dropped_difficulty,
         "weights_wait_s": stats.weights_wait_s,
+        "scoring_s": stats.scoring_s,
     }
 
 
@@ -111,17 +135,23 @@ async def orchestrate(config: OrchestratorProcessConfig) -> None:
             else None
         )
         bar = tqdm(total=config.max_steps, initial=progress["step"], desc="orchestrator")
+        engine_time = EngineTime(pool)
+        await engine_time.figures()
         started = time.perf_counter()
+        write_s = 0.0
         try:
             for step in range(progress["step"] + 1, config.max_steps + 1):
                 stats = await watcher.guard(groups.next_batch(step))
                 if verifier is not None:
                     stats.groups, checks = await asyncio.to_thread(verifier.filter, stats.groups)
+                gathered = time.perf_counter()
                 samples = to_samples(stats.groups, cfg.sampling.temperature, cfg.mask_truncated)
                 now = time.perf_counter()
                 figures = batch_figures(stats, samples, step, now - started)
                 started = now
-                figures.update(policy_version=watcher.version, weight_update_s=watcher.last_update_s)
+                figures.update(policy_version=watcher.version, weight_update_s=watcher.last_update_s,
+                               packing_s=now - gathered, write_s=write_s)  # fmt: skip
+                figures.update(await engine_time.figures())
                 if verifier is not None:
                     figures.update({f"verify_{k}": v for k, v in asdict(checks).items()})
                 # Metrics first: a crash before the batch lands redoes the step, whose new line replaces
@@ -133,6 +163,7 @@ async def orchestrate(config: OrchestratorProcessConfig) -> None:
                 saved = {"step": step, "cursor": tasks.cursor, "pending": groups.pending_tasks(),
                          "retired": sorted(tasks.retired)}  # fmt: skip
                 write_batch(run_dir, step, samples, progress=saved)
+                write_s = time.perf_counter() - now  # goes into the next step's line, written before it
                 bar.update(1)
                 bar.set_postfix(reward=f"{figures['reward_mean']:.3f}", lag=int(figures["off_policy_max"]))
         finally:

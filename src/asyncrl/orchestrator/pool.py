@@ -63,6 +63,14 @@ class InferencePool:
     def live(self) -> list[ModelClient]:
         return [c for c in self.clients if c.base_url not in self.dead]
 
+    async def engine_counters(self) -> dict[str, float]:
+        """The live servers' engine counters (asyncrl_*_total on /metrics), summed by name."""
+        totals: dict[str, float] = {}
+        for counters in await asyncio.gather(*(c.engine_counters() for c in self.live())):
+            for name, value in counters.items():
+                totals[name] = totals.get(name, 0.0) + value
+        return totals
+
     async def run(self, work: Callable[[ModelClient], Awaitable[T]]) -> T:
         """`work` on the least loaded live server; on a dead server, again on another."""
         while True:

@@ -23,13 +23,15 @@ from asyncrl.transport.retention import prune_run_dir
 from asyncrl.transport.status import StatusFile
 
 
-def read_batch(run_dir: Path, step: int, timeout_s: float, status: StatusFile) -> tuple[Batch, float]:
-    """Wait for rollouts/step_<step>/ (renamed into place whole by the orchestrator) and load it."""
+def read_batch(run_dir: Path, step: int, timeout_s: float, status: StatusFile) -> tuple[Batch, float, float]:
+    """Wait for rollouts/step_<step>/ (renamed into place whole by the orchestrator) and load it; returns
+    it with the seconds spent waiting and reading."""
     path = rollouts_dir(run_dir, step)
     status.waiting(f"the step {step} batch")
     wait_s = wait_for(path, f"the step {step} batch", timeout_s)
     status.working()
-    return load_batch(path), wait_s
+    start = time.perf_counter()
+    return load_batch(path), wait_s, time.perf_counter() - start
 
 
 def prune(run_dir: Path, step: int, cfg: TrainerConfig) -> None:
@@ -55,19 +57,25 @@ def train(config: TrainerProcessConfig) -> None:
 
     status = StatusFile(run_dir, "trainer" if ranks.is_main else f"trainer-rank{ranks.rank}")
     progress = tqdm(total=config.max_steps, initial=step, desc="trainer", disable=not ranks.is_main)
+    checkpoint_s = 0.0
     while step < config.max_steps:
         step += 1
-        batch, wait_s = read_batch(run_dir, step, cfg.batch_timeout_s, status)
+        batch, wait_s, read_s = read_batch(run_dir, step, cfg.batch_timeout_s, status)
         start = time.perf_counter()
         figures = train_on_batch(model, optimizers, batch, loss_fn, cfg, step, config.max_steps, ranks)
+        trained = time.perf_counter()
         publish(run_dir, step, model, tokenizer, ranks)
+        done = time.perf_counter()
         if ranks.is_main:  # before the checkpoint: a step whose checkpoint exists has its metrics
-            figures.update(wait_s=wait_s, **speed_figures(batch, time.perf_counter() - start))
+            figures.update(wait_s=wait_s, read_s=read_s, publish_s=done - trained, checkpoint_s=checkpoint_s,
+                           **speed_figures(batch, done - start))  # fmt: skip
             append_metrics(run_dir, "trainer", step, figures)
+        saved = time.perf_counter()
         if cfg.checkpoint.interval and step % cfg.checkpoint.interval == 0:
             save_checkpoint(run_dir, step, model, optimizers, ranks, cfg.checkpoint.keep_last)
         if ranks.is_main:
             prune(run_dir, step, cfg)
+        checkpoint_s = time.perf_counter() - saved  # goes into the next step's line, written before it
         progress.update(1)
         progress.set_postfix(loss=f"{figures['loss']:.4f}", wait=f"{wait_s:.1f}s")
     progress.close()

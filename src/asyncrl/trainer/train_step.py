@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import torch
 
 from asyncrl.trainer.config import LossConfig, TrainerConfig
@@ -90,13 +92,18 @@ def train_on_batch(
     ranks: Ranks,
 ) -> dict[str, float]:
     """Optimizer step `step` (1-based) on `batch`: schedule the lr, pack this rank's share, accumulate
-    gradients, update. Returns the step's loss figures with `grad_norm` and `lr`."""
+    gradients, update. Returns the step's loss figures with `grad_norm`, `lr` and the seconds each part
+    took (`pack_s`, `forward_backward_s`, `optimizer_s`)."""
     lr = config.optim.lr * lr_factor(step - 1, config.optim, total_steps)
     set_lr(optimizers, lr)
+    start = time.perf_counter()
     micro_batches = micro_batches_for_rank(
         batch, config.row_tokens, config.micro_batch_tokens, ranks.rank, ranks.world_size
     )
+    packed = time.perf_counter()
     figures = accumulate_gradients(model, micro_batches, loss_fn, config.loss, loss_token_count(batch), ranks)
+    passed = time.perf_counter()  # accumulate_gradients' figures are on the host: the device is done
     figures["grad_norm"] = optimizer_step(model, optimizers, config.optim.max_grad_norm)
-    figures["lr"] = lr
+    figures.update(lr=lr, pack_s=packed - start, forward_backward_s=passed - packed,
+                   optimizer_s=time.perf_counter() - passed)  # fmt: skip
     return figures

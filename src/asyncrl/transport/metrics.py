@@ -4,13 +4,17 @@ A process restarted after a crash redoes the steps its last checkpoint or batch 
 trainer retrains from its checkpoint, the orchestrator rebuilds the batch it had not written), so its
 lines for those steps appear again; the later line of a step replaces the earlier ones, together with
 every line of that component after them, which belonged to the run the crash ended.
+
+Every line carries `time` (Unix seconds, when it was written) and `elapsed_s` (seconds since the run
+started: the `time` of the file's first line, which `asyncrl rl` writes as it launches).
 """
 
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from asyncrl.transport.layout import full_disk_reported, metrics_file
 
@@ -19,14 +23,27 @@ EVENTS = frozenset({"launcher"})
 
 
 def append_metrics(run_dir: Path, component: str, step: int, figures: dict[str, Any]) -> None:
-    """Append one line {"step", "component", ...figures} to metrics.jsonl."""
+    """Append one line {"step", "component", "time", "elapsed_s", ...figures} to metrics.jsonl."""
     path = metrics_file(run_dir)
     path.parent.mkdir(parents=True, exist_ok=True)
-    line = json.dumps({"step": step, "component": component, **figures}) + "\n"
+    now = time.time()
     with full_disk_reported(path), open(path, "ab+") as f:
+        started = _first_time(f) or now
+        line = json.dumps({"step": step, "component": component, "time": now,
+                           "elapsed_s": round(now - started, 3), **figures}) + "\n"  # fmt: skip
         if f.seek(0, 2) and (f.seek(-1, 2), f.read(1))[1] != b"\n":
             line = "\n" + line  # after a line a killed process left unfinished, which readers skip
         f.write(line.encode())
+
+
+def _first_time(f: BinaryIO) -> float | None:
+    """The `time` of the file's first line: when the run started (None in an empty file, or one from
+    before lines had a time)."""
+    f.seek(0)
+    try:
+        return json.loads(f.readline()).get("time")
+    except json.JSONDecodeError:
+        return None
 
 
 def read_metrics(run_dir: Path, component: str | None = None) -> list[dict[str, Any]]:

@@ -38,6 +38,19 @@ def test_rl_runs_the_three_processes_and_writes_the_run_dir(tmp_path):
                  "logs/orchestrator.log", "weights/step_3/STABLE", "samples/step_3.jsonl"):  # fmt: skip
         assert (run / name).exists(), name
     assert [m["step"] for m in read_metrics(run, "trainer")] == [1, 2, 3]
+    # Each line says when its step happened and where its time went, in seconds.
+    start, *lines = read_metrics(run)
+    assert start["event"] == "start" and start["elapsed_s"] == 0
+    assert all(start["time"] < line["time"] and line["elapsed_s"] > 0 for line in lines)
+    parts = {"trainer": ["wait_s", "read_s", "pack_s", "forward_backward_s", "optimizer_s", "publish_s",
+                         "checkpoint_s"],
+             "orchestrator": ["scoring_s", "packing_s", "write_s", "weights_wait_s", "inference_prefill_s",
+                              "inference_decode_s", "inference_idle_s"]}  # fmt: skip
+    for component, names in parts.items():
+        last = read_metrics(run, component)[-1]
+        assert all(last[name] >= 0 for name in names), last
+    assert read_metrics(run, "trainer")[-1]["forward_backward_s"] > 0
+    assert read_metrics(run, "orchestrator")[-1]["inference_decode_s"] > 0
 
     again = _rl("--output-dir", str(run), "--max-steps", "3")
     assert again.returncode == 1 and "--resume true" in again.stderr

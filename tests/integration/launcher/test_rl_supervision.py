@@ -78,7 +78,8 @@ def test_each_killed_process_is_restarted_and_every_step_is_trained_once(tmp_pat
     assert [m["step"] for m in read_metrics(run, "trainer")] == list(range(1, 17))
     assert [m["step"] for m in read_metrics(run, "orchestrator")] == list(range(1, 17))
     events = read_metrics(run, "launcher")
-    assert [(e["process"], e["exit_code"] == -9, e["restart"]) for e in events] == [
+    assert events[0]["event"] == "start"
+    assert [(e["process"], e["exit_code"] == -9, e["restart"]) for e in events[1:]] == [
         ("trainer", True, 1),
         ("inference", True, 1),
         ("inference", False, 2),  # the restart that found its port taken

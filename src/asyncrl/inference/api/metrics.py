@@ -22,6 +22,12 @@ class EngineCollector:
             "sequences_finished": ("Sequences (choices) finished or aborted.", s.requests_finished),
             "weight_updates": ("Weight updates applied.", s.weight_updates),
         }
+        seconds = {
+            "prefill_seconds": ("Seconds spent prefilling.", s.prefill_s),
+            "decode_seconds": ("Seconds spent in decode steps.", s.decode_s),
+            "engine_seconds": ("Seconds since the engine started.", s.uptime_s),
+        }
+        counters |= {name: figure for name, figure in seconds.items() if figure[1] is not None}
         for name, (doc, value) in counters.items():
             yield CounterMetricFamily(f"asyncrl_{name}", doc, value=value)
         gauges = {

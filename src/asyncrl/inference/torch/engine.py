@@ -88,6 +88,8 @@ class TorchEngine(Backend):
             ("tokens", "prompt_tokens", "finished", "decode_steps", "decode_rows", "weight_updates"), 0
         )
         self._last_weight_update_s = 0.0
+        self._seconds = {"prefill": 0.0, "decode": 0.0}
+        self._started = time.perf_counter()
         self._toploc = config.toploc
         self._proofs: ProofCapture | None = None
         """Made when the first sequence asks for TOPLOC proofs."""
@@ -171,6 +173,9 @@ class TorchEngine(Backend):
             policy_version=self.policy_version,
             weight_updates=c["weight_updates"],
             last_weight_update_s=self._last_weight_update_s,
+            prefill_s=self._seconds["prefill"],
+            decode_s=self._seconds["decode"],
+            uptime_s=time.perf_counter() - self._started,
         )
 
     def _check_alive(self) -> None:
@@ -201,9 +206,13 @@ class TorchEngine(Backend):
 
     def _loop(self) -> None:
         while self._take_inbox():
+            start = time.perf_counter()
             self._admit()
+            admitted = time.perf_counter()
             if self._running:
                 self._decode()
+            self._seconds["prefill"] += admitted - start
+            self._seconds["decode"] += time.perf_counter() - admitted
 
     def _take_inbox(self) -> bool:
         """Apply everything queued; block while idle. False when asked to stop."""
