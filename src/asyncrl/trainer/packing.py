@@ -1,8 +1,12 @@
 """Packing samples into micro-batches up to a token budget, with no attention across sample boundaries.
 
-Samples are laid end to end in rows of at most `row_tokens`; position ids restart at each sample and a
-4-D block-causal boolean mask stops attention at the boundaries (restarting positions alone does not
-isolate them in transformers' attention). Rows are stacked into a micro-batch of at most
+Samples that share a prompt (the rollouts of one group) are laid as one unit: the prompt's tokens once,
+then each sample's own tokens as a branch that attends to the prompt and to itself only. The prompt is
+then computed, and back-propagated, once for the group rather than once per sample, with the same
+logprobs and gradients (each branch repeats the prompt's last token, whose logits predict the branch's
+first generated token). Units are laid end to end in rows of at most `row_tokens`; position ids follow
+each sample and a 4-D boolean mask allows exactly that attention (restarting positions alone does not
+isolate samples in transformers' attention). Rows are stacked into a micro-batch of at most
 `micro_batch_tokens`: attention costs rows x row_tokens^2, not (rows x row_tokens)^2. Per-token training
 targets are shifted by one: position i predicts token i+1 of the same sample.
 """
@@ -61,22 +65,71 @@ def assign_bins(lengths: list[int], budget: int) -> list[list[int]]:
     return bins
 
 
-def pack(batch: Batch, rows: list[list[int]]) -> MicroBatch:
-    """One micro-batch of `rows` (each a list of the batch's sample indices), each row's samples laid end
+Unit = tuple[int, list[int]]
+"""Samples laid together: how many leading tokens they share (0: none), and their indices."""
+
+
+def prompt_units(batch: Batch) -> list[Unit]:
+    """The batch's samples grouped by prompt (the tokens before the first trained one), in batch order;
+    the samples of a group share all but the prompt's last token (a sample alone, or a one-token prompt,
+    shares nothing)."""
+    ids, mask = batch.input_ids.tolist(), batch.loss_mask.tolist()
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for i, (start, length) in enumerate(
+        zip(batch.starts.tolist(), batch.sample_lengths.tolist(), strict=True)
+    ):
+        end = start + length
+        first_trained = next((t for t in range(start, end) if mask[t]), end)
+        groups.setdefault(tuple(ids[start:first_trained]), []).append(i)
+    units: list[Unit] = []
+    for prompt, members in groups.items():
+        shared = len(prompt) - 1 if len(members) > 1 else 0
+        units += [(shared, members)] if shared > 0 else [(0, [i]) for i in members]
+    return units
+
+
+def unit_tokens(unit: Unit, lengths: list[int]) -> int:
+    """Tokens a unit takes in a row: the shared ones once, then each sample's rest."""
+    shared, members = unit
+    return shared + sum(lengths[i] - shared for i in members)
+
+
+def pack(batch: Batch, rows: list[list[Unit]]) -> MicroBatch:
+    """One micro-batch of `rows` (each a list of units of the batch's samples), each row's units laid end
     to end and right-padded to the longest row, gathered from the flat tensors with tensor ops. Padding
     tokens attend only to themselves and train nothing."""
-    order = torch.tensor([i for row in rows for i in row], dtype=torch.int64)
-    lengths = batch.sample_lengths[order]
-    total = int(lengths.sum())
+    lengths_all = batch.sample_lengths.tolist()
+    # Pieces of tokens laid one after another: a unit's shared prompt, then one branch per sample.
+    piece_sample, piece_first, piece_count, piece_unit, piece_branch, piece_row = [], [], [], [], [], []
+    local: dict[int, int] = {}  # batch sample index -> its index within this micro-batch
+    unit = -1
+    for r, row in enumerate(rows):
+        for shared, members in row:
+            unit += 1
+            for m in members:
+                local.setdefault(m, len(local))
+            pieces = [(members[0], 0, shared, -1)] if shared else []
+            pieces += [(m, shared, lengths_all[m] - shared, local[m]) for m in members]
+            for sample, first, count, branch in pieces:
+                piece_sample.append(sample)
+                piece_first.append(first)
+                piece_count.append(count)
+                piece_unit.append(unit)
+                piece_branch.append(branch)
+                piece_row.append(r)
+    counts = torch.tensor(piece_count)
+    piece = torch.repeat_interleave(torch.arange(len(counts)), counts)  # each token's piece
+    total = int(counts.sum())
     token = torch.arange(total)
-    sample = torch.repeat_interleave(torch.arange(len(order)), lengths)  # each token's sample, 0..k-1
-    within = token - (lengths.cumsum(0) - lengths)[sample]  # its position in that sample
-    source = batch.starts[order][sample] + within  # its place in the batch's flat tensors
-    last = within == lengths[sample] - 1  # predicts nothing: the next token is another sample's
+    sample = torch.tensor(piece_sample)[piece]
+    within = torch.tensor(piece_first)[piece] + token - (counts.cumsum(0) - counts)[piece]  # place in sample
+    lengths = batch.sample_lengths[sample]
+    source = batch.starts[sample] + within  # its place in the batch's flat tensors
+    last = within == lengths - 1  # predicts nothing: the next token is another sample's
     following = (source + 1).clamp(max=max(0, len(batch.input_ids) - 1))
-    row_lengths = torch.tensor([int(batch.sample_lengths[row].sum()) for row in rows])
+    row = torch.tensor(piece_row)[piece]
+    row_lengths = torch.zeros(len(rows), dtype=torch.int64).index_add(0, row, torch.ones_like(row))
     width = int(row_lengths.max())
-    row = torch.repeat_interleave(torch.arange(len(rows)), torch.tensor([len(r) for r in rows]))[sample]
     place = row * width + token - (row_lengths.cumsum(0) - row_lengths)[row]
     size = len(rows) * width
 
@@ -85,21 +138,26 @@ def pack(batch: Batch, rows: list[list[int]]) -> MicroBatch:
         out[place] = values
         return out
 
-    segment = -1 - torch.arange(size)  # each padding position a segment of its own
-    segment[place] = sample
-    segment = segment.view(len(rows), width)
+    unit = -1 - torch.arange(size)  # each padding position a unit and a branch of its own
+    unit[place] = torch.tensor(piece_unit)[piece]
+    branch = -2 - torch.arange(size)
+    branch[place] = torch.tensor(piece_branch)[piece]
+    unit, branch = unit.view(len(rows), width), branch.view(len(rows), width)
     causal = torch.ones(width, width, dtype=torch.bool).tril()
-    same_segment = segment.unsqueeze(1) == segment.unsqueeze(2)
+    same_unit = unit.unsqueeze(2) == unit.unsqueeze(1)
+    # Query i sees key j of its unit when j is shared prompt or lies on i's own branch.
+    visible = (branch.unsqueeze(1) == -1) | (branch.unsqueeze(2) == branch.unsqueeze(1))
+    local_ids = torch.tensor([local[i] for i in piece_sample])[piece]
     return MicroBatch(
         input_ids=laid(batch.input_ids[source], 0).view(len(rows), width),
         position_ids=laid(within, 0).view(len(rows), width),
-        attention_mask=(causal & same_segment).unsqueeze(1),
+        attention_mask=(causal & same_unit & visible).unsqueeze(1),
         target_ids=laid(batch.input_ids[following].masked_fill(last, 0), 0),
         loss_mask=laid(batch.loss_mask[following] & ~last, False),
         advantages=laid(batch.advantages[following].masked_fill(last, 0.0), 0.0),
         inference_logprobs=laid(batch.inference_logprobs[following].masked_fill(last, 0.0), 0.0),
-        temperatures=laid(batch.temperatures[order][sample], 1.0),
-        sample_ids=laid(sample, 0),  # padding may name any sample: it is outside the loss mask
+        temperatures=laid(batch.temperatures[sample], 1.0),
+        sample_ids=laid(local_ids, 0),  # padding may name any sample: it is outside the loss mask
     )
 
 
@@ -131,14 +189,16 @@ EMPTY = Batch.from_samples(
 def micro_batches_for_rank(
     batch: Batch, row_tokens: int, budget: int, rank: int, world_size: int
 ) -> list[MicroBatch]:
-    """This rank's share of the step's micro-batches: samples packed into rows of `row_tokens`, rows
-    stacked up to `budget` tokens. Every rank gets the same count (padded with a one-token micro-batch
-    that trains nothing), because each forward/backward is a collective under FSDP."""
+    """This rank's share of the step's micro-batches: units of samples (one prompt's) packed into rows of
+    `row_tokens`, rows stacked up to `budget` tokens. Every rank gets the same count (padded with a
+    one-token micro-batch that trains nothing), because each forward/backward is a collective under FSDP."""
     lengths = batch.sample_lengths.tolist()
-    rows = [sorted(b) for b in assign_bins(lengths, row_tokens)]
-    groups = group_rows([sum(lengths[i] for i in row) for row in rows], budget)
+    units = prompt_units(batch)
+    sizes = [unit_tokens(unit, lengths) for unit in units]
+    rows = [[units[i] for i in sorted(b)] for b in assign_bins(sizes, row_tokens)]
+    groups = group_rows([sum(unit_tokens(unit, lengths) for unit in row) for row in rows], budget)
     per_rank = -(-len(groups) // world_size)
     mine = groups[rank::world_size]
     batches = [pack(batch, [rows[i] for i in group]) for group in mine]
-    batches += [pack(EMPTY, [[0]]) for _ in range(per_rank - len(mine))]
+    batches += [pack(EMPTY, [[(0, [0])]]) for _ in range(per_rank - len(mine))]
     return batches

@@ -1,4 +1,5 @@
-"""Packed micro-batches compute exactly what each sample computes alone."""
+"""Packed micro-batches compute exactly what each sample computes alone, also where the samples of one
+prompt share its tokens."""
 
 from __future__ import annotations
 
@@ -6,16 +7,17 @@ import pytest
 import torch
 
 from asyncrl.models import load_model
-from asyncrl.trainer.packing import assign_bins, micro_batches_for_rank, pack
+from asyncrl.trainer.packing import assign_bins, micro_batches_for_rank, pack, prompt_units
 from asyncrl.trainer.train_step import forward_logprobs
 from asyncrl.transport.batches import Batch, Sample
 
 
 def _pack(rows: list[list[Sample]]):
-    """`rows` of samples packed as the trainer packs a batch holding them, sample after sample."""
+    """`rows` of samples packed as the trainer packs a batch holding them, sample after sample, sharing
+    nothing."""
     flat = [s for row in rows for s in row]
     ends = [sum(len(row) for row in rows[: r + 1]) for r in range(len(rows))]
-    indices = [list(range(end - len(row), end)) for row, end in zip(rows, ends, strict=True)]
+    indices = [[(0, [i]) for i in range(end - len(row), end)] for row, end in zip(rows, ends, strict=True)]
     return pack(Batch.from_samples(flat), indices)
 
 
@@ -89,3 +91,46 @@ def test_every_rank_gets_the_same_number_of_micro_batches():
     assert len(per_rank[0]) == len(per_rank[1]) == 2
     assert per_rank[1][-1].loss_tokens == 0, "the padding micro-batch trains nothing"
     assert sum(mb.loss_tokens for batches in per_rank for mb in batches) == 3 * 7
+
+
+def _group(prompt: list[int], completions: list[list[int]]) -> list[Sample]:
+    """The rollouts of one prompt, each with its own advantages and inference logprobs."""
+    samples = []
+    for k, completion in enumerate(completions):
+        n, ids = len(prompt) + len(completion), prompt + completion
+        mask = [i >= len(prompt) for i in range(n)]
+        samples.append(Sample(ids, mask, [0.5 - k] * n, [-1.0 - 0.1 * k] * n, 0, 0.8 + 0.1 * k))
+    return samples
+
+
+def _gradients(model, micro_batches):
+    from asyncrl.trainer.config import LossConfig
+    from asyncrl.trainer.losses import LossInputs, masked_is
+
+    model.zero_grad()
+    for mb in micro_batches:
+        logprobs, _ = forward_logprobs(model, mb)
+        inputs = LossInputs(logprobs, mb.inference_logprobs, mb.advantages, mb.loss_mask, mb.sample_ids, 40)
+        masked_is(inputs, LossConfig()).loss.backward()
+    return {name: p.grad.clone() for name, p in model.named_parameters()}
+
+
+def test_samples_of_one_prompt_share_its_tokens_and_train_exactly_as_alone(model):
+    samples = _group([7, 8, 9, 10, 11], [[20, 21, 22], [23, 24], [25, 26, 27, 28]])
+    samples += [_sample([30, 31, 32, 33], 2)] + _group([40, 41, 42], [[43, 44], [45]])
+    batch = Batch.from_samples(samples)
+    assert prompt_units(batch) == [(4, [0, 1, 2]), (0, [3]), (2, [4, 5])]
+    [shared] = micro_batches_for_rank(batch, row_tokens=64, budget=64, rank=0, world_size=1)
+    alone = pack(batch, [[(0, [i]) for i in range(len(samples))]])
+    assert shared.input_ids.numel() == (4 + 4 + 3 + 5) + 4 + (2 + 3 + 2) < alone.input_ids.numel() == 37
+    assert shared.loss_tokens == alone.loss_tokens == 3 + 2 + 4 + 2 + 2 + 1
+    with torch.no_grad():
+        got, _ = forward_logprobs(model, shared)
+        want, _ = forward_logprobs(model, alone)
+    for field in ("target_ids", "advantages", "inference_logprobs"):
+        assert sorted(getattr(shared, field)[shared.loss_mask].tolist()) == sorted(
+            getattr(alone, field)[alone.loss_mask].tolist()
+        )
+    assert torch.allclose(got[shared.loss_mask].sort().values, want[alone.loss_mask].sort().values, atol=1e-5)
+    for name, grad in _gradients(model, [shared]).items():
+        assert torch.allclose(grad, _gradients(model, [alone])[name], atol=1e-6), name
