@@ -6,7 +6,7 @@ For each seed: TRL (benchmarks/trl_grpo.py in .venv-trl, installed by `make trl`
 launch of `asyncrl rl` (its start-up included); TRL's from its first training step (its start-up, printed
 apart, excluded), which favours TRL. Run nothing else on the box meanwhile.
 
-    .venv/bin/python benchmarks/vs_trl.py [--seeds 0 1 2] [--steps 320] [--plot docs/vs_trl.png]
+    .venv/bin/python benchmarks/vs_trl.py [--seeds 0 1 2] [--steps N] [--plot docs/vs_trl.png]
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import tomllib
 from pathlib import Path
 
 import matplotlib
@@ -196,7 +197,8 @@ def plot(runs: dict[str, list[dict]], path: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--steps", type=int, default=320)
+    default_steps = tomllib.loads((ROOT / "configs" / "reverse_text.toml").read_text())["max_steps"]
+    parser.add_argument("--steps", type=int, default=default_steps, help="default: the default job's")
     parser.add_argument("--plot", type=Path, default=ROOT / "docs" / "vs_trl.png")
     parser.add_argument("--out", type=Path, default=None, help="keep the run dirs here")
     args = parser.parse_args()

@@ -98,6 +98,12 @@ class OrchestratorConfig(BaseConfig):
     """Online difficulty filtering: a group whose every reward is >= easy_reward or <= hard_reward is
     dropped, and its task is retired from later epochs."""
 
+    refill: bool = True
+    """Sample more groups in place of those the filters (drop_zero_advantage, max_seq_len,
+    difficulty_filter) leave out, so every batch trains batch_size rollouts. false: a batch is the
+    batch_size rollouts sampled for it and trains on those the filters keep (fewer, so cheaper; a batch
+    that would keep none takes groups until one passes)."""
+
     easy_reward: float = 1.0
     """difficulty_filter: a task whose whole group reaches this is too easy."""
 

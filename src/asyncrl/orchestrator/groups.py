@@ -40,6 +40,8 @@ class BatchStats:
     sampled_rewards: list[float] = field(default_factory=list)
     """Rewards of every rollout this batch judged, kept or filtered out (stale ones aside): what the
     policy earns, which the kept groups alone would misstate once filters drop all-right groups."""
+    judged: int = 0
+    """Groups this batch judged, kept or filtered out (stale ones aside)."""
     discarded_stale: int = 0
     dropped_zero_advantage: int = 0
     dropped_too_long: int = 0
@@ -111,6 +113,7 @@ class GroupStream:
             stats.discarded_stale += len(group.rollouts)
             return
         stats.sampled_rewards += rewards
+        stats.judged += 1
         if cfg.difficulty_filter and (min(rewards) >= cfg.easy_reward or max(rewards) <= cfg.hard_reward):
             self.tasks.retire(group.task_index)
             stats.dropped_difficulty += len(group.rollouts)
@@ -121,17 +124,24 @@ class GroupStream:
         else:
             stats.groups.append(group)
 
+    def _counted(self, stats: BatchStats) -> int:
+        """The groups that count towards the batch: those kept, or with refill off all those judged."""
+        return len(stats.groups) if self.config.refill else stats.judged
+
+    def _full(self, stats: BatchStats) -> bool:
+        return self._counted(stats) >= self.per_batch and bool(stats.groups)
+
     async def next_batch(self, step: int) -> BatchStats:
         """The groups of batch `step`, waiting for rollouts (and for weights when no group may start)."""
         stats = BatchStats()
         last_progress = time.monotonic()
         while True:
-            while self.finished and len(stats.groups) < self.per_batch:
+            while self.finished and not self._full(stats):
                 self._admit(self.finished.pop(0), step, stats)
-            if len(stats.groups) == self.per_batch:
+            if self._full(stats):
                 self._start_groups(step + 1, 0)  # keep the servers busy while this batch is written
                 return stats
-            self._start_groups(step, len(stats.groups))
+            self._start_groups(step, self._counted(stats))
             if not self.running:
                 version = step - 1 - self.config.async_level
                 stats.weights_wait_s += await self.watcher.wait_for(

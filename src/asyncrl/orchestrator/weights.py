@@ -10,6 +10,7 @@ and after `weights_update_attempts` refusals the run stops with that message.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -26,6 +27,9 @@ from asyncrl.transport.status import StatusFile
 
 log = logging.getLogger("asyncrl.orchestrator")
 POLL_S = 0.2
+"""How often a remote source is asked for a new version (and the longest a waiter sleeps unwoken)."""
+RUN_DIR_POLL_S = 0.02
+"""How often the run dir is looked at: a listing costs microseconds, and every step waits for it."""
 T = TypeVar("T")
 
 
@@ -34,6 +38,9 @@ class WeightUpdateError(UserError):
 
 
 class WeightSource(Protocol):
+    poll_s: float
+    """Seconds between two looks for a new version."""
+
     async def newest(self) -> int | None:
         """The newest version this source has, or None when it has none (or does not answer)."""
 
@@ -45,6 +52,8 @@ class WeightSource(Protocol):
 
 class RunDirWeights:
     """Versions the trainer published into the run dir the servers share."""
+
+    poll_s = RUN_DIR_POLL_S
 
     def __init__(self, run_dir: Path) -> None:
         self.run_dir = run_dir
@@ -64,6 +73,8 @@ class RunDirWeights:
 
 class BroadcastWeights:
     """Versions shardcast sources have; servers fetch them from there."""
+
+    poll_s = POLL_S
 
     def __init__(self, config: WeightSourcesConfig, complain: Callable[[str], None]) -> None:
         self.config = config
@@ -120,6 +131,8 @@ class WeightWatcher:
         self._task: asyncio.Task | None = None
         self.status = status
         """Where waiting for weights is recorded for the launcher (none: nowhere)."""
+        self._loaded = asyncio.Event()
+        """Set (and replaced) whenever a new version serves: wakes `wait_for` at once."""
 
     async def update(self) -> bool:
         """Load the source's newest version on every live server if it is newer; whether it loaded. A
@@ -145,6 +158,8 @@ class WeightWatcher:
         log.info("servers now serve weights v%d (%s)", body["version"],
                  ", ".join(f"{s:.2f}s" for s in seconds.values()))  # fmt: skip
         self.version = body["version"]
+        self._loaded.set()
+        self._loaded = asyncio.Event()
         return True
 
     def _complain(self, message: str) -> None:
@@ -160,7 +175,7 @@ class WeightWatcher:
         try:
             while True:
                 await self.update()
-                await asyncio.sleep(POLL_S)
+                await asyncio.sleep(self.source.poll_s)
         finally:
             await self.source.close()
 
@@ -203,7 +218,8 @@ class WeightWatcher:
                     "%s: waiting for weights v%d from the trainer (%.0fs)", waiting, version, now - start
                 )
                 last_beat = now
-            await asyncio.sleep(POLL_S)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._loaded.wait(), POLL_S)
         if self.status is not None:
             self.status.working()
         return time.monotonic() - start

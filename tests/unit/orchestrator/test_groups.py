@@ -133,3 +133,36 @@ def test_truncated_rollouts_get_no_loss_tokens_when_masked():
     kept, masked = to_samples([group], 1.0, mask_truncated=True)
     assert kept.loss_mask == [False, False, True, True] and not any(masked.loss_mask)
     assert all(any(s.loss_mask) for s in to_samples([group], 1.0, mask_truncated=False))
+
+
+class OnePeriodDisagrees(GatedEnv):
+    """The rollouts of the last group of every `period` started get rewards 0 and 1; the others agree."""
+
+    def __init__(self, size: int, period: int) -> None:
+        super().__init__(size)
+        self.period = period
+        self.rubric = Rubric([lambda completion: float(completion[-1]["content"])])
+
+    async def rollout(self, client: ModelClient, task: dict[str, Any], sampling: dict[str, Any]) -> Rollout:
+        group, member = divmod(len(self.started), 2)
+        rollout = await super().rollout(client, task, sampling)
+        disagrees = group % self.period == self.period - 1
+        rollout.completion = [{"role": "assistant", "content": str(member if disagrees else 0)}]
+        return rollout
+
+
+def test_without_refill_a_batch_is_the_groups_sampled_for_it_and_trains_on_those_the_filters_keep():
+    async def scenario(refill: bool, period: int) -> list[tuple[int, int]]:
+        env = OnePeriodDisagrees(50, period)
+        settings = {"drop_zero_advantage": True, "refill": refill, "async_level": 5, "max_inflight": 2}
+        groups, _, _ = _stream(env, **settings)  # one group at a time, finishing in the order started
+        env.release.set()
+        batches = [await groups.next_batch(step) for step in (1, 2)]
+        await groups.close()
+        assert all(s.dropped_zero_advantage == 2 * (s.judged - len(s.groups)) for s in batches)
+        return [(s.judged, len(s.groups)) for s in batches]
+
+    # 2 groups a batch (judged, kept): without refill the 2 sampled for it, or more when none passes.
+    assert asyncio.run(scenario(refill=False, period=2)) == [(2, 1), (2, 1)]
+    assert asyncio.run(scenario(refill=False, period=4)) == [(4, 1), (4, 1)]
+    assert asyncio.run(scenario(refill=True, period=2)) == [(4, 2), (4, 2)]

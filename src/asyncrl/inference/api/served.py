@@ -4,6 +4,8 @@ conversions every route applies to a request before the backend sees it."""
 from __future__ import annotations
 
 import asyncio
+import functools
+import json
 from typing import Any
 
 from jinja2 import TemplateError
@@ -14,6 +16,9 @@ from asyncrl.inference.api.protocol import APIError, ChatCompletionRequest, Comp
 from asyncrl.inference.api.responses import TokenTexts
 from asyncrl.inference.backend import Backend, SamplingParams
 from asyncrl.inference.config import InferenceConfig
+
+RENDER_CACHE = 4096
+"""Conversations whose rendered prompt ids are kept (a few hundred bytes each)."""
 
 
 class Served:
@@ -40,6 +45,8 @@ class Served:
         self.eos_token_ids = eos
         self.token_text = TokenTexts(tokenizer)
         self.weights_lock = asyncio.Lock()
+        # The rollouts of a group send the same conversation: render it once, not once per rollout.
+        self._rendered = functools.lru_cache(maxsize=RENDER_CACHE)(self._render)
 
     def check_choices(self, n: int) -> None:
         if n > self.backend.max_choices:
@@ -109,6 +116,11 @@ class Served:
         continue_final_message: bool,
     ) -> list[int]:
         """The prompt ids of a conversation, as the chat template renders it."""
+        key = json.dumps([messages, tools, add_generation_prompt, continue_final_message], sort_keys=True)
+        return list(self._rendered(key))
+
+    def _render(self, key: str) -> tuple[int, ...]:
+        messages, tools, add_generation_prompt, continue_final_message = json.loads(key)
         try:
             ids = self.tokenizer.apply_chat_template(
                 [_text_message(m) for m in messages],
@@ -122,7 +134,7 @@ class Served:
             raise APIError(
                 400, f"messages cannot be rendered by the chat template: {e}", "messages"
             ) from None
-        return list(ids)
+        return tuple(ids)
 
     def check_token_ids(self, ids: list[int]) -> list[int]:
         # The model's vocabulary, not the tokenizer's: ids the model generated must be accepted back.
