@@ -48,7 +48,7 @@ class BatchStats:
     dropped_difficulty: int = 0
     rollout_seconds: float = 0.0
     scoring_s: float = 0.0
-    """Seconds the rubrics took, summed over every rollout this batch judged."""
+    """Seconds the rubrics took, summed over every rollout this batch received (stale ones too)."""
     weights_wait_s: float = 0.0
 
 

@@ -195,8 +195,9 @@ def micro_batches_for_rank(
     lengths = batch.sample_lengths.tolist()
     units = prompt_units(batch)
     sizes = [unit_tokens(unit, lengths) for unit in units]
-    rows = [[units[i] for i in sorted(b)] for b in assign_bins(sizes, row_tokens)]
-    groups = group_rows([sum(unit_tokens(unit, lengths) for unit in row) for row in rows], budget)
+    bins = [sorted(b) for b in assign_bins(sizes, row_tokens)]
+    rows = [[units[i] for i in b] for b in bins]
+    groups = group_rows([sum(sizes[i] for i in b) for b in bins], budget)
     per_rank = -(-len(groups) // world_size)
     mine = groups[rank::world_size]
     batches = [pack(batch, [rows[i] for i in group]) for group in mine]
