@@ -12,7 +12,11 @@ TRL_VERSION := 1.16.0
 TRL_VENV := .venv-trl
 TRL_STAMP := $(TRL_VENV)/.installed-trl-$(TRL_VERSION)
 
-.PHONY: run test lint format bench clean vllm trl bwrap
+GPU_WHEELS := .gpu-wheels
+GPU_TAGS := --python-version 3.12 --implementation cp --abi cp312 --only-binary=:all: \
+	--platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64
+
+.PHONY: run test lint format bench clean vllm trl bwrap gpu-wheels gpu-check-dry
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -52,6 +56,25 @@ bwrap:
 	    sudo=""; [ "$$(id -u)" -eq 0 ] || sudo="sudo"; \
 	    $$sudo apt-get update -q && $$sudo apt-get install -y -q bubblewrap; }
 
+# The wheels scripts/gpu_check.sh installs on the GPU machine, which has no network: what asyncrl and its
+# tests need beyond the machine's image (scripts/gpu_wheels.txt), for its Python 3.12 on x86-64. Whatever
+# the image already has (scripts/gpu_image.txt, and torch's numpy and sympy) is left out: pip keeps the
+# image's own. `make gpu-check-dry` does the same for this machine's Python and runs the check on CPUs.
+gpu-wheels: $(STAMP)
+	$(call fill_wheels,$(GPU_WHEELS),$(GPU_TAGS))
+
+gpu-check-dry: $(STAMP)
+	$(call fill_wheels,.gpu-wheels-dry,)
+	GPU_CHECK_DRY=1 GPU_WHEELS=.gpu-wheels-dry GPU_CHECK_PYTHON=$(PYTHON) scripts/gpu_check.sh
+
+define fill_wheels
+	rm -rf $(1) && mkdir -p $(1)
+	$(BIN)/pip download --quiet --progress-bar off --dest $(1) $(2) -r scripts/gpu_wheels.txt
+	for name in $$(sed -e 's/#.*//' -e 's/[=<>].*//' scripts/gpu_image.txt | tr '-' '_') numpy sympy mpmath; do \
+	    find $(1) -iname "$$name-*.whl" -delete; done
+	@du -sh $(1)
+endef
+
 test: $(STAMP) $(VLLM_STAMP) bwrap
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/ruff format --check src tests benchmarks
@@ -69,4 +92,4 @@ bench: $(STAMP) $(VLLM_STAMP)
 	$(BIN)/python benchmarks/inference_throughput.py
 
 clean:
-	rm -rf $(VENV) $(VLLM_VENV) $(TRL_VENV)
+	rm -rf $(VENV) $(VLLM_VENV) $(TRL_VENV) $(GPU_WHEELS) .gpu-wheels-dry

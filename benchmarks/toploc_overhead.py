@@ -37,7 +37,7 @@ async def generate(
     args: argparse.Namespace, prompts: list[list[int]], toploc: bool
 ) -> tuple[float, float, list[Rollout]]:
     """Wall and process CPU seconds to generate every request (model load excluded), and the rollouts."""
-    config = InferenceConfig(max_num_seqs=args.inflight, num_threads=args.threads)
+    config = InferenceConfig(max_num_seqs=args.inflight, num_threads=args.threads, device=args.device)
     engine = TorchEngine(args.model, args.dtype, config)
     eos = eos_token_ids(str(resolve_model_path(args.model)), load_tokenizer(args.model))
     await engine.start()
@@ -89,6 +89,7 @@ def main() -> None:
     )
     parser.add_argument("--model", default="tiny", help="`tiny` or a local HF model dir")
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="the engine's")
     parser.add_argument("--requests", type=int, default=256)
     parser.add_argument("--inflight", type=int, default=64)
     parser.add_argument("--max-tokens", type=int, default=128)

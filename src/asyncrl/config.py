@@ -25,6 +25,9 @@ def _not_a_file(path: Path) -> Path:
 OutputDir = Annotated[Path, AfterValidator(_not_a_file)]
 """A run's or an eval's output directory."""
 
+Device = Literal["auto", "cpu", "cuda"]
+"""Where a process runs tensors: "auto" is CUDA when torch sees a GPU, else the CPU."""
+
 
 class ModelConfig(BaseConfig):
     path: str = "tiny"
@@ -38,7 +41,8 @@ class ModelConfig(BaseConfig):
         return {"path": value} if isinstance(value, str) else value
 
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
-    """Weights and activations dtype."""
+    """Weights and activations dtype of inference; the trainer's compute dtype (float32 or bfloat16: its
+    master weights, gradient reduction and optimizer states stay float32)."""
 
     name: str | None = None
     """The name requests call the model by and servers serve it under; default: `path`. The commands set

@@ -8,7 +8,7 @@ from typing import Literal
 from pydantic import ConfigDict, Field, model_validator
 
 from asyncrl.broadcast.config import InferenceBroadcastConfig
-from asyncrl.config import ModelConfig
+from asyncrl.config import Device, ModelConfig
 from asyncrl.config_loader import BaseConfig
 from asyncrl.toploc.config import ProofConfig
 
@@ -30,7 +30,7 @@ class VLLMConfig(BaseConfig):
     $ASYNCRL_VLLM_PYTHON, else this interpreter if it can import vllm (`pip install asyncrl[vllm]`), else
     the checkout's .venv-vllm/bin/python (vLLM's CPU build, made by `make vllm`)."""
 
-    device: Literal["auto", "cpu", "cuda"] = "auto"
+    device: Device = "auto"
     """Where vLLM runs; "auto": cuda when torch sees a GPU, else cpu. The defaults below follow it."""
 
     cuda_visible_devices: str | None = None
@@ -95,6 +95,10 @@ class InferenceConfig(BaseConfig):
 
     served_model_name: str | None = None
     """Name clients pass as `model`; defaults to `model.name`, else `model.path`."""
+
+    device: Device = "auto"
+    """Where the torch engine runs (weights, KV cache, sampling): "auto" is CUDA device 0 when torch sees a
+    GPU (pick one with CUDA_VISIBLE_DEVICES), else the CPU. vLLM's is `vllm.device`."""
 
     max_num_seqs: int = Field(64, ge=1)
     """Most sequences decoded together in one batch; more requests wait in a queue."""

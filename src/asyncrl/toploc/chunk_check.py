@@ -37,8 +37,10 @@ class Tolerance:
 
 
 SAME = Tolerance(max_ulps=1, extra_dims=1, max_missing=0)
-"""Prover and verifier computed alike: states agree up to float32 reduction order, which may round a
-value to the neighbouring bfloat16 or swap two nearly tied magnitudes."""
+"""Prover and verifier both computed in float32 on one kind of device: states agree up to reduction
+order, which may round a value to the neighbouring bfloat16 or swap two nearly tied magnitudes. Two bf16
+computations are not alike in this sense: the engine's fused path and transformers' round differently in
+every layer (2 ulps seen on the CPU, benchmarks/gpu_check.py --dry), so they get the measured bf16 one."""
 
 TOLERANCES: dict[frozenset[Precision], Tolerance] = {
     frozenset({("bfloat16", "cpu"), ("float32", "cpu")}): Tolerance(max_ulps=6, extra_dims=2, max_missing=1),
@@ -50,7 +52,7 @@ gets the loosest one measured."""
 def tolerance_for(prover: Precision, verifier: Precision, config: ToplocConfig) -> Tolerance:
     """The tolerance of proofs built in `prover` precision checked in `verifier` precision, with the
     config's overrides."""
-    if prover == verifier:
+    if prover == verifier and prover[0] == "float32":
         measured = SAME
     else:
         loosest = max(TOLERANCES.values(), key=lambda t: (t.max_ulps, t.extra_dims, t.max_missing))

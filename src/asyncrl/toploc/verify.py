@@ -58,11 +58,11 @@ class ReferenceModel:
     eos_token_ids: tuple[int, ...]
 
     @classmethod
-    def load(cls, path: str, dtype: str = "float32") -> ReferenceModel:
-        """Load a model dir (or `tiny`) to verify with, in `dtype`."""
+    def load(cls, path: str, dtype: str = "float32", device: str = "cpu") -> ReferenceModel:
+        """Load a model dir (or `tiny`) to verify with, in `dtype` on `device`."""
         tokenizer = load_tokenizer(path)
         eos = eos_token_ids(resolve_model_path(path), tokenizer)
-        return cls(load_model(path, DTYPES[dtype]), tokenizer, eos)
+        return cls(load_model(path, DTYPES[dtype]).to(device), tokenizer, eos)
 
     @property
     def context_len(self) -> int:
@@ -188,7 +188,8 @@ def _last_hidden_states(model: PreTrainedModel, rollouts: list[Rollout]) -> torc
     for row, rollout in enumerate(rollouts):
         ids = [*rollout.prompt_token_ids, *rollout.token_ids[:-1]]
         tokens[row, : len(ids)] = torch.tensor(ids)
-    return model.base_model(input_ids=tokens).last_hidden_state
+    # The checks index the states with the proofs' host tensors: bring them back in their own dtype.
+    return model.base_model(input_ids=tokens.to(model.device)).last_hidden_state.cpu()
 
 
 def _judge(

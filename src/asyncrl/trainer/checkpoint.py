@@ -54,9 +54,9 @@ def save_checkpoint(
         dcp.save(
             {"model": model_state, "optim": optim_state},
             checkpoint_id=str(tmp),
-            no_dist=not ranks.distributed,
+            no_dist=not ranks.sharded,
         )
-        save_file({"cpu": torch.get_rng_state()}, str(tmp / f"rng_rank{ranks.rank}.safetensors"))
+        save_file(_rng_state(ranks), str(tmp / f"rng_rank{ranks.rank}.safetensors"))
     barrier(ranks)
     if ranks.is_main:
         state = {"format_version": FORMAT_VERSION, "step": step, "world_size": ranks.world_size}
@@ -99,6 +99,19 @@ def find_checkpoint(run_dir: Path, which: str) -> Path | None:
     return path
 
 
+def _rng_state(ranks: Ranks) -> dict[str, torch.Tensor]:
+    state = {"cpu": torch.get_rng_state()}
+    if ranks.device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(ranks.device)
+    return state
+
+
+def _set_rng_state(state: dict[str, torch.Tensor], ranks: Ranks) -> None:
+    torch.set_rng_state(state["cpu"])
+    if ranks.device.type == "cuda" and "cuda" in state:
+        torch.cuda.set_rng_state(state["cuda"], ranks.device)
+
+
 def load_checkpoint(
     path: Path, model: torch.nn.Module, optimizers: list[torch.optim.Optimizer], ranks: Ranks
 ) -> int:
@@ -111,11 +124,11 @@ def load_checkpoint(
         state = json.loads((path / STATE_FILE).read_text())
         model_state, optim_state = get_state_dict(model, optimizers)
         loaded = {"model": model_state, "optim": optim_state}
-        dcp.load(loaded, checkpoint_id=str(path), no_dist=not ranks.distributed)
+        dcp.load(loaded, checkpoint_id=str(path), no_dist=not ranks.sharded)
         set_state_dict(model, optimizers, model_state_dict=loaded["model"], optim_state_dict=loaded["optim"])
         rng_file = path / f"rng_rank{ranks.rank}.safetensors"
         if rng_file.exists():
-            torch.set_rng_state(load_file(str(rng_file))["cpu"])
+            _set_rng_state(load_file(str(rng_file)), ranks)
     except (Exception, CheckpointException) as e:  # noqa: BLE001 - DCP wraps all its failures
         detail = (str(e).strip().splitlines() or [""])[0]
         raise CheckpointError(

@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from asyncrl.config import ModelConfig, OutputDir
+from asyncrl.config import Device, ModelConfig, OutputDir
 from asyncrl.config_loader import BaseConfig
 
 
@@ -132,6 +132,9 @@ class TrainerConfig(BaseConfig):
 
     num_threads: int = Field(0, ge=0)
     """Torch CPU threads per rank (0: torch's default)."""
+
+    device: Device = "auto"
+    """Where each rank trains: "auto" is CUDA device LOCAL_RANK when torch sees one, else the CPU."""
 
 
 class SFTConfig(BaseConfig):

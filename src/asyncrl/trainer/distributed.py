@@ -1,7 +1,11 @@
-"""Process-group set-up and parallelism applied from outside the model (FSDP2, activation checkpointing).
+"""Where and in what precision the trainer runs, decided once; parallelism applied from outside the model.
 
-The model definition knows nothing about distribution: these functions wrap an ordinary HF model, so
-the loss and the loop run unchanged on one rank or many (gloo on CPU, NCCL on GPUs).
+`init_distributed` picks the device (CUDA whenever it is there, unless `trainer.device` says otherwise)
+and joins the process group torchrun describes (NCCL on GPUs, gloo on CPUs). The model definition knows
+nothing about distribution: FSDP2 and activation checkpointing wrap an ordinary HF model, so the loss and
+the loop run unchanged on one rank or many. A compute dtype other than float32 is FSDP2's mixed-precision
+policy, on one rank too: bf16 compute over float32 master weights, float32 gradient reduction, float32
+optimizer states.
 """
 
 from __future__ import annotations
@@ -13,8 +17,12 @@ import torch
 import torch.distributed as dist
 from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 from torch.distributed.device_mesh import init_device_mesh
-from torch.distributed.fsdp import fully_shard
+from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 from transformers import PreTrainedModel
+
+from asyncrl.config import Device
+from asyncrl.devices import DeviceError, resolve_device
+from asyncrl.models import DTYPES
 
 
 @dataclass(frozen=True)
@@ -22,6 +30,8 @@ class Ranks:
     rank: int
     world_size: int
     device: torch.device
+    sharded: bool = False
+    """The model is FSDP2-wrapped (several ranks, or a mixed-precision policy on one)."""
 
     @property
     def is_main(self) -> bool:
@@ -32,19 +42,30 @@ class Ranks:
         return self.world_size > 1
 
 
-def init_distributed() -> Ranks:
-    """Join the process group torchrun describes in the environment (a single rank without torchrun)."""
+def compute_dtype(name: str) -> torch.dtype:
+    """The trainer's compute dtype for `model.dtype`; float16 would need loss scaling, so it is refused."""
+    if name == "float16":
+        raise DeviceError("the trainer computes in float32 or bfloat16, not float16; set model.dtype")
+    return DTYPES[name]
+
+
+def init_distributed(device: Device = "auto", dtype: str = "float32") -> Ranks:
+    """Pick this rank's device and join the process group torchrun describes in the environment; a
+    single rank without torchrun joins a process group of its own when mixed precision needs FSDP2."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    if world_size == 1:
-        return Ranks(0, 1, torch.device("cpu"))
-    cuda = torch.cuda.is_available()
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    if cuda:
-        torch.cuda.set_device(local_rank)
-    if not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if cuda else "gloo")
-    device = torch.device("cuda", local_rank) if cuda else torch.device("cpu")
-    return Ranks(dist.get_rank(), dist.get_world_size(), device)
+    target = resolve_device(device, local_rank, setting="trainer.device")
+    sharded = world_size > 1 or compute_dtype(dtype) != torch.float32
+    if target.type == "cuda":
+        torch.cuda.set_device(target)
+    if sharded and not dist.is_initialized():
+        backend = "nccl" if target.type == "cuda" else "gloo"
+        if world_size > 1:
+            dist.init_process_group(backend=backend, device_id=target if target.type == "cuda" else None)
+        else:
+            dist.init_process_group(backend=backend, store=dist.HashStore(), rank=0, world_size=1)
+    rank = dist.get_rank() if world_size > 1 else 0
+    return Ranks(rank, world_size, target, sharded)
 
 
 def apply_activation_checkpointing(model: PreTrainedModel) -> None:
@@ -52,17 +73,19 @@ def apply_activation_checkpointing(model: PreTrainedModel) -> None:
     model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
 
 
-def apply_fsdp(model: PreTrainedModel, ranks: Ranks) -> None:
-    """Shard every decoder layer, then the root (embeddings, final norm, head), across all ranks."""
+def apply_fsdp(model: PreTrainedModel, ranks: Ranks, dtype: torch.dtype) -> None:
+    """Shard every decoder layer, then the root (embeddings, final norm, head), across all ranks; compute
+    in `dtype` over the float32 parameters, reducing gradients in float32."""
     mesh = init_device_mesh(ranks.device.type, (ranks.world_size,))
+    policy = MixedPrecisionPolicy(param_dtype=dtype, reduce_dtype=torch.float32)
     for layer in model.model.layers:
-        fully_shard(layer, mesh=mesh)
-    fully_shard(model, mesh=mesh)
+        fully_shard(layer, mesh=mesh, mp_policy=policy)
+    fully_shard(model, mesh=mesh, mp_policy=policy)
 
 
 def full_state_dict(model: torch.nn.Module, ranks: Ranks) -> dict[str, torch.Tensor]:
     """The unsharded weights on CPU (complete on rank 0). A collective: every rank must call it."""
-    if not ranks.distributed:
+    if not ranks.sharded:
         return {k: v.detach().cpu() for k, v in model.state_dict().items()}
     options = StateDictOptions(full_state_dict=True, cpu_offload=True)
     return get_model_state_dict(model, options=options)

@@ -46,7 +46,7 @@ def prune(run_dir: Path, step: int, cfg: TrainerConfig) -> None:
 def train(config: TrainerProcessConfig) -> None:
     # INFO: what the trainer waits for ("still waiting for the step N batch"), or it looks hung.
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    ranks = init_distributed()
+    ranks = init_distributed(config.trainer.device, config.model.dtype)
     cfg, run_dir = config.trainer, config.output_dir
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import resource
 from pathlib import Path
 
@@ -11,10 +12,19 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from asyncrl.config import ModelConfig
 from asyncrl.models import load_model
 from asyncrl.trainer.config import TrainerConfig
-from asyncrl.trainer.distributed import Ranks, apply_activation_checkpointing, apply_fsdp, full_state_dict
+from asyncrl.trainer.distributed import (
+    Ranks,
+    apply_activation_checkpointing,
+    apply_fsdp,
+    compute_dtype,
+    full_state_dict,
+)
 from asyncrl.trainer.optim import build_optimizers
+from asyncrl.trainer.policy import check_head, register_sharded
 from asyncrl.transport.batches import Batch
 from asyncrl.transport.layout import publish_weights
+
+logger = logging.getLogger(__name__)
 
 
 def publish(
@@ -48,12 +58,19 @@ def speed_figures(batch: Batch, step_s: float) -> dict[str, float]:
 def build(
     model_config: ModelConfig, config: TrainerConfig, seed: int, ranks: Ranks
 ) -> tuple[PreTrainedModel, list[torch.optim.Optimizer]]:
-    """The model (sharded when distributed) and its optimizers, as the config asks."""
+    """The model on this rank's device (float32 master weights; FSDP2-sharded when `ranks` say so, with
+    `model.dtype` as the compute dtype) and its optimizers, as the config asks."""
     torch.manual_seed(seed)
     model = load_model(model_config.path).to(ranks.device)
+    check_head(model)
     if config.activation_checkpointing:
         apply_activation_checkpointing(model)
-    if ranks.distributed:
-        apply_fsdp(model, ranks)
+    if ranks.sharded:
+        apply_fsdp(model, ranks, compute_dtype(model_config.dtype))
+        register_sharded(model)
     model.train()
+    logger.info(
+        "training %s on %s x%d in %s (float32 weights and optimizer states)",
+        model_config.path, ranks.device, ranks.world_size, model_config.dtype,
+    )  # fmt: skip
     return model, build_optimizers(model, config.optim)

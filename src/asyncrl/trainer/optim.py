@@ -7,7 +7,6 @@ from collections.abc import Iterator
 
 import torch
 from torch.distributed.tensor import DTensor, distribute_tensor
-from torch.optim._muon import _adjust_lr
 
 from asyncrl.trainer.config import OptimConfig
 
@@ -31,17 +30,43 @@ def newton_schulz(
     return (x.T if tall else x).to(matrix.dtype)
 
 
-class ShardedMuon(torch.optim.Muon):
-    """torch.optim.Muon, exact when parameters are FSDP2-sharded DTensors.
+NS_COEFFICIENTS = (3.4445, -4.7750, 2.0315)
+"""The quintic Newton-Schulz coefficients of Keller Jordan's Muon (torch.optim.Muon's defaults)."""
+
+
+def muon_lr(lr: float, shape: torch.Size) -> float:
+    """The step size of an [A, B] matrix's orthogonalised update, scaled to AdamW's update RMS
+    (0.2 * sqrt(max(A, B)), Moonshot's rule), so one learning rate serves Muon and AdamW."""
+    return lr * 0.2 * math.sqrt(max(shape[0], shape[1]))
+
+
+class ShardedMuon(torch.optim.Optimizer):
+    """Muon (Nesterov momentum, orthogonalised by Newton-Schulz, AdamW-matched step size, decoupled
+    weight decay) on public torch.optim APIs only, exact when parameters are FSDP2-sharded DTensors.
 
     Newton-Schulz orthogonalises a whole matrix; run on a shard it would orthogonalise each rank's rows
     on their own. Here the momentum stays sharded (it is elementwise), the update matrix is gathered,
     orthogonalised identically on every rank, and each rank keeps its own shard of the result.
     """
 
-    def __init__(self, params, ns_dtype: torch.dtype = torch.bfloat16, **kwargs) -> None:  # noqa: ANN001
-        super().__init__(params, **kwargs)
-        self.ns_dtype = ns_dtype
+    def __init__(
+        self,
+        params,  # noqa: ANN001 - torch.optim's ParamsT
+        lr: float,
+        weight_decay: float = 0.0,
+        momentum: float = 0.95,
+        nesterov: bool = True,
+        ns_steps: int = 5,
+        eps: float = 1e-7,
+        ns_dtype: torch.dtype = torch.bfloat16,
+    ) -> None:
+        defaults = {"lr": lr, "weight_decay": weight_decay, "momentum": momentum, "nesterov": nesterov}
+        super().__init__(params, defaults)
+        for group in self.param_groups:
+            for param in group["params"]:
+                if param.ndim != 2:
+                    raise ValueError(f"Muon updates 2-D matrices only, got a {param.ndim}-D parameter")
+        self.ns = (NS_COEFFICIENTS, ns_steps, eps, ns_dtype)
 
     @torch.no_grad()
     def step(self, closure=None):  # noqa: ANN001, ANN201 - the torch.optim.Optimizer signature
@@ -50,24 +75,25 @@ class ShardedMuon(torch.optim.Muon):
             with torch.enable_grad():
                 loss = closure()
         for group in self.param_groups:
-            params: list[torch.Tensor] = []
-            grads: list[torch.Tensor] = []
-            buffers: list[torch.Tensor] = []
-            self._init_group(group, params, grads, buffers)
             lr, momentum = group["lr"], group["momentum"]
-            for param, grad, buffer in zip(params, grads, buffers, strict=True):
+            for param in group["params"]:
+                if param.grad is None:
+                    continue
+                grad = param.grad
+                state = self.state[param]
+                if "momentum_buffer" not in state:
+                    state["momentum_buffer"] = torch.zeros_like(grad)
+                buffer = state["momentum_buffer"]
                 buffer.lerp_(grad, 1 - momentum)
                 update = grad.lerp(buffer, momentum) if group["nesterov"] else buffer
-                update = self._orthogonalise(update, group)
                 param.mul_(1 - lr * group["weight_decay"])
-                param.add_(update, alpha=-_adjust_lr(lr, group["adjust_lr_fn"], param.shape))
+                param.add_(self._orthogonalise(update), alpha=-muon_lr(lr, param.shape))
         return loss
 
-    def _orthogonalise(self, update: torch.Tensor, group: dict) -> torch.Tensor:
-        args = (group["ns_coefficients"], group["ns_steps"], group["eps"], self.ns_dtype)
+    def _orthogonalise(self, update: torch.Tensor) -> torch.Tensor:
         if not isinstance(update, DTensor):
-            return newton_schulz(update, *args)
-        full = newton_schulz(update.full_tensor(), *args)
+            return newton_schulz(update, *self.ns)
+        full = newton_schulz(update.full_tensor(), *self.ns)
         # Every rank holds the same full result, so each can cut its own shard without communication.
         return distribute_tensor(full, update.device_mesh, update.placements, src_data_rank=None)
 
@@ -96,7 +122,6 @@ def build_optimizers(model: torch.nn.Module, config: OptimConfig) -> list[torch.
         lr=config.lr,
         weight_decay=config.weight_decay,
         momentum=config.muon_momentum,
-        adjust_lr_fn="match_rms_adamw",
     )
     return [muon, torch.optim.AdamW(others, **adamw_kwargs)]
 

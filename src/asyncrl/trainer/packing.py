@@ -5,10 +5,11 @@ then each sample's own tokens as a branch that attends to the prompt and to itse
 then computed, and back-propagated, once for the group rather than once per sample, with the same
 logprobs and gradients (each branch repeats the prompt's last token, whose logits predict the branch's
 first generated token). Units are laid end to end in rows of at most `row_tokens`; position ids follow
-each sample and a 4-D boolean mask allows exactly that attention (restarting positions alone does not
-isolate samples in transformers' attention). Rows are stacked into a micro-batch of at most
-`micro_batch_tokens`: attention costs rows x row_tokens^2, not (rows x row_tokens)^2. Per-token training
-targets are shifted by one: position i predicts token i+1 of the same sample.
+each sample, and per-token unit and branch ids say who may attend to whom (asyncrl.trainer.attention
+turns them into masks a block of queries at a time, so nothing of size L^2 is stored). Rows are stacked
+into a micro-batch of at most `micro_batch_tokens`: attention costs rows x row_tokens^2, not
+(rows x row_tokens)^2. Per-token training targets are shifted by one: position i predicts token i+1 of
+the same sample.
 """
 
 from __future__ import annotations
@@ -26,8 +27,10 @@ class MicroBatch:
     """[R, L] tokens: R rows of packed samples, right-padded to the longest row."""
     position_ids: torch.Tensor
     """[R, L] positions, restarting at 0 for every sample."""
-    attention_mask: torch.Tensor
-    """[R, 1, L, L] boolean block-causal mask: True where attention is allowed."""
+    unit_ids: torch.Tensor
+    """[R, L] the unit (samples sharing a prompt) each token belongs to; every padding token has its own."""
+    branch_ids: torch.Tensor
+    """[R, L] -1 on a unit's shared prompt tokens, else the token's sample (padding: an id of its own)."""
     target_ids: torch.Tensor
     """[R*L] the token each position predicts (0 where it predicts nothing); the rest are [R*L] too."""
     loss_mask: torch.Tensor
@@ -142,16 +145,12 @@ def pack(batch: Batch, rows: list[list[Unit]]) -> MicroBatch:
     unit[place] = torch.tensor(piece_unit)[piece]
     branch = -2 - torch.arange(size)
     branch[place] = torch.tensor(piece_branch)[piece]
-    unit, branch = unit.view(len(rows), width), branch.view(len(rows), width)
-    causal = torch.ones(width, width, dtype=torch.bool).tril()
-    same_unit = unit.unsqueeze(2) == unit.unsqueeze(1)
-    # Query i sees key j of its unit when j is shared prompt or lies on i's own branch.
-    visible = (branch.unsqueeze(1) == -1) | (branch.unsqueeze(2) == branch.unsqueeze(1))
     local_ids = torch.tensor([local[i] for i in piece_sample])[piece]
     return MicroBatch(
         input_ids=laid(batch.input_ids[source], 0).view(len(rows), width),
         position_ids=laid(within, 0).view(len(rows), width),
-        attention_mask=(causal & same_unit & visible).unsqueeze(1),
+        unit_ids=unit.view(len(rows), width),
+        branch_ids=branch.view(len(rows), width),
         target_ids=laid(batch.input_ids[following].masked_fill(last, 0), 0),
         loss_mask=laid(batch.loss_mask[following] & ~last, False),
         advantages=laid(batch.advantages[following].masked_fill(last, 0.0), 0.0),

@@ -17,8 +17,9 @@ from asyncrl.trainer.distributed import Ranks, all_reduce_sum, init_distributed
 from asyncrl.trainer.losses import sft as sft_loss
 from asyncrl.trainer.model_setup import build, publish, speed_figures
 from asyncrl.trainer.packing import micro_batches_for_rank
+from asyncrl.trainer.policy import forward_logprobs
 from asyncrl.trainer.sft_data import SFTDataError, read_records, split_train_eval, tokenize
-from asyncrl.trainer.train_step import forward_logprobs, train_on_batch
+from asyncrl.trainer.train_step import train_on_batch
 from asyncrl.transport.batches import Batch, Sample
 from asyncrl.transport.layout import weights_dir
 from asyncrl.transport.metrics import append_metrics
@@ -57,7 +58,7 @@ def eval_loss(model: torch.nn.Module, samples: list[Sample], config: TrainerConf
 
 
 def run_sft(config: SFTProcessConfig) -> None:
-    ranks = init_distributed()
+    ranks = init_distributed(config.trainer.device, config.model.dtype)
     cfg, data, run_dir = config.trainer, config.sft, config.output_dir
     if data.data is None:
         raise SFTDataError("no training data: pass --sft.data FILE.jsonl")

@@ -11,22 +11,10 @@ from asyncrl.trainer.distributed import Ranks, all_reduce_sum
 from asyncrl.trainer.losses import LossFn, LossInputs
 from asyncrl.trainer.optim import lr_factor, set_lr
 from asyncrl.trainer.packing import MicroBatch, loss_token_count, micro_batches_for_rank
+from asyncrl.trainer.policy import forward_logprobs
 from asyncrl.transport.batches import Batch
 
 FIGURES = ("loss", "mismatch_kl", "masked_frac", "entropy")
-
-
-def forward_logprobs(model: torch.nn.Module, mb: MicroBatch) -> tuple[torch.Tensor, torch.Tensor]:
-    """Logprob of each position's target token under logits / temperature, and the entropy (no grad)
-    of that distribution."""
-    logits = model(
-        input_ids=mb.input_ids, position_ids=mb.position_ids, attention_mask=mb.attention_mask
-    ).logits
-    logprobs_all = (logits.flatten(0, 1).float() / mb.temperatures.unsqueeze(1)).log_softmax(dim=-1)
-    logprobs = logprobs_all.gather(1, mb.target_ids.unsqueeze(1)).squeeze(1)
-    with torch.no_grad():
-        entropy = -(logprobs_all.exp() * logprobs_all).sum(dim=-1)
-    return logprobs, entropy
 
 
 def accumulate_gradients(

@@ -1,6 +1,7 @@
 """The inference contract, tested on both backends: the built-in torch engine and vLLM (its CPU build, in
 the checkout's .venv-vllm that `make test` installs). A vLLM server takes about 30 s to start, so one
-serves the whole session; tests that change weights start their own."""
+serves the whole session; tests that change weights start their own. "cuda" is the built-in engine on
+the GPU (`gpu` tests: scripts/gpu_check.sh runs them where there is one)."""
 
 from __future__ import annotations
 
@@ -13,12 +14,17 @@ from asyncrl.config import ModelConfig
 from asyncrl.inference.config import InferenceConfig
 from asyncrl.inference.server_process import InferenceServerProcess
 
-BACKENDS = ["torch", pytest.param("vllm", marks=pytest.mark.slow)]
+BACKENDS = [
+    "torch",
+    pytest.param("vllm", marks=pytest.mark.slow),
+    pytest.param("cuda", marks=pytest.mark.gpu),
+]
 
 
 def inference_server(model_path: str, backend: str, log_path: Path) -> InferenceServerProcess:
     # One engine thread: the test process and the server share the CPU.
-    config = InferenceConfig(port=0, num_threads=1, backend=backend)  # a free port each
+    engine = {"backend": "torch", "device": "cuda"} if backend == "cuda" else {"backend": backend}
+    config = InferenceConfig(port=0, num_threads=1, **engine)  # a free port each
     return InferenceServerProcess(ModelConfig(path=model_path), config, 0, log_path)
 
 
@@ -43,7 +49,7 @@ def server(
     if request.param == "vllm":
         yield request.getfixturevalue("vllm_server")
         return
-    with inference_server("tiny", "torch", tmp_path_factory.mktemp("server") / "server.log") as proc:
+    with inference_server("tiny", request.param, tmp_path_factory.mktemp("server") / "server.log") as proc:
         yield proc
 
 

@@ -14,8 +14,9 @@ NEAR_TIE = 1e-4
 
 
 @pytest.fixture(scope="module")
-def model():
-    return load_model("tiny")
+def model(server):
+    """The reference: transformers on the device the server computes on."""
+    return load_model("tiny").to("cuda" if server.inference.device == "cuda" else "cpu")
 
 
 def _complete(url: str, prompt: list[int], **body) -> dict:
@@ -25,16 +26,25 @@ def _complete(url: str, prompt: list[int], **body) -> dict:
     return response.json()["choices"][0]
 
 
+@torch.inference_mode()
+def _logits(model, ids: list[int]) -> torch.Tensor:
+    """The reference model's logits [len(ids), V] for `ids`, on the CPU."""
+    return model(torch.tensor([ids], device=model.device)).logits[0].float().cpu()
+
+
 def _check_greedy(model, prompt: list[int], served: list[int], max_tokens: int) -> None:
     """`served` equals transformers' greedy continuation, or diverges only at a near tie."""
     with torch.inference_mode():
         reference = model.generate(
-            torch.tensor([prompt]), max_new_tokens=max_tokens, do_sample=False, top_k=None, top_p=None
+            torch.tensor([prompt], device=model.device),
+            max_new_tokens=max_tokens,
+            do_sample=False,
+            top_k=None,
+            top_p=None,
         )[0, len(prompt) :].tolist()
     for i, (ours, theirs) in enumerate(zip(served, reference, strict=False)):
         if ours != theirs:
-            with torch.inference_mode():
-                logprobs = model(torch.tensor([prompt + served[:i]])).logits[0, -1].log_softmax(-1)
+            logprobs = _logits(model, prompt + served[:i])[-1].log_softmax(-1)
             gap = abs(logprobs[ours] - logprobs[theirs]).item()
             assert gap < NEAR_TIE, f"diverged at token {i} with a logprob gap of {gap}"
             return
@@ -65,8 +75,7 @@ def test_logprobs_match_a_fresh_forward_pass(server, model, temperature, top_p):
     prompt = list(b"logprobs, please")
     choice = _complete(server.url, prompt, max_tokens=24, temperature=temperature, top_p=top_p, logprobs=0)
     tokens = choice["token_ids"]
-    with torch.inference_mode():
-        logits = model(torch.tensor([prompt + tokens])).logits[0, len(prompt) - 1 : -1]
+    logits = _logits(model, prompt + tokens)[len(prompt) - 1 : -1]
     scale = temperature if temperature > 0 else 1.0
     expected = (logits / scale).log_softmax(-1).gather(1, torch.tensor(tokens).unsqueeze(1)).squeeze(1)
     served = torch.tensor(choice["logprobs"]["token_logprobs"])
@@ -77,8 +86,7 @@ def test_top_p_logprobs_are_renormalised_over_the_nucleus(server, model):
     prompt = list(b"nucleus")
     choice = _complete(server.url, prompt, max_tokens=16, temperature=1.0, top_p=0.5, logprobs=0)
     tokens = choice["token_ids"]
-    with torch.inference_mode():
-        logprobs = model(torch.tensor([prompt + tokens])).logits[0, len(prompt) - 1 : -1].log_softmax(-1)
+    logprobs = _logits(model, prompt + tokens)[len(prompt) - 1 : -1].log_softmax(-1)
     for position, (token, served) in enumerate(
         zip(tokens, choice["logprobs"]["token_logprobs"], strict=True)
     ):

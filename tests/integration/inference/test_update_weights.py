@@ -47,7 +47,7 @@ def fresh_server(start_server, backend):
 def tiny_server(request, start_server, backend):
     """A server on the untouched tiny model: a fresh one, or for vLLM (about 30 s to start) the session's,
     for tests that must leave its weights as they are."""
-    return request.getfixturevalue("vllm_server") if backend == "vllm" else start_server("tiny")
+    return request.getfixturevalue("vllm_server") if backend == "vllm" else start_server("tiny", backend)
 
 
 def _greedy(url: str, prompt: str = "weights", max_tokens: int = 24, model: str = "tiny") -> dict:
@@ -161,7 +161,7 @@ def test_update_weights_keeps_requests_running(backend, fresh_server, perturbed_
 
     # The swapped-in weights are exactly those of the dir: the built-in engine loading it from scratch
     # generates the same greedy tokens.
-    reference = start_server(str(perturbed_dir), "torch")
+    reference = start_server(str(perturbed_dir), "cuda" if backend == "cuda" else "torch")
     assert _greedy(reference.url, model=str(perturbed_dir))["token_ids"] == after["token_ids"]
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import statistics
 import subprocess
 import sys
 import time
@@ -64,25 +65,38 @@ def test_a_crashing_process_stops_the_run_and_shows_its_log(tmp_path):
     assert "orchestrator process stopped" in result.stderr and "no environment 'no-such-env'" in result.stderr
 
 
+INTERRUPTED_STEPS = 30
+"""Enough that the run is still going when the interrupt lands."""
+
+
+def _serving(port: int) -> bool:
+    try:
+        return httpx.get(f"http://127.0.0.1:{port}/health").status_code == 200
+    except httpx.TransportError:
+        return False
+
+
 @pytest.mark.slow
 def test_an_interrupted_run_stops_every_process_and_resumes_where_it_stopped(tmp_path):
     run, port = tmp_path / "run", free_port()
     command = [sys.executable, "-m", "asyncrl.cli", "rl", "--inference.port", str(port), *SMALL,
-               "--output-dir", str(run), "--max-steps", "5",
+               "--output-dir", str(run), "--max-steps", str(INTERRUPTED_STEPS),
                "--trainer.checkpoint.interval", "1",
                "--trainer.retention.rollouts", "all"]  # every batch stays, to be counted  # fmt: skip
     launcher = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 600
-    while not (run / "checkpoints").exists() or not list((run / "checkpoints").glob("step_2*")):
-        assert launcher.poll() is None and time.monotonic() < deadline, "no checkpoint of step 2"
+    while not _serving(port):
+        assert launcher.poll() is None and time.monotonic() < deadline, "the server never came up"
         time.sleep(0.2)
     # The launcher's server takes keys it made up and handed its children in their environment only.
     assert httpx.get(f"http://127.0.0.1:{port}/v1/models").status_code == 401
-    assert httpx.get(f"http://127.0.0.1:{port}/health").status_code == 200
     written = "".join(p.read_text() for p in run.rglob("*.toml"))
     assert "api_key = " not in written and "admin_key = " not in written
     assert f'weights_root = "{run / "weights"}"' in (run / "logs" / "inference.toml").read_text()
-    launcher.send_signal(signal.SIGINT)
+    while not (run / "checkpoints").exists() or not list((run / "checkpoints").glob("step_2*")):
+        assert launcher.poll() is None and time.monotonic() < deadline, "no checkpoint of step 2"
+        time.sleep(0.05)
+    launcher.send_signal(signal.SIGINT)  # at once: the tiny model's steps take a fraction of a second
     _, stderr = launcher.communicate(timeout=120)
     assert launcher.returncode == 130 and "--resume true" in stderr
     alive = subprocess.run(["pgrep", "-f", str(run)], capture_output=True, text=True).stdout.split()
@@ -91,6 +105,21 @@ def test_an_interrupted_run_stops_every_process_and_resumes_where_it_stopped(tmp
     resumed = subprocess.run([*command, "--resume", "true"], capture_output=True, text=True, timeout=900)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     # A step trained after the last checkpoint is trained again; its new metrics line replaces the old.
-    assert [m["step"] for m in read_metrics(run, "trainer")] == [1, 2, 3, 4, 5]
+    assert [m["step"] for m in read_metrics(run, "trainer")] == list(range(1, INTERRUPTED_STEPS + 1))
     batches = sorted(int(p.name.removeprefix("step_")) for p in (run / "rollouts").glob("step_*"))
-    assert batches == [1, 2, 3, 4, 5]
+    assert batches == list(range(1, INTERRUPTED_STEPS + 1))
+
+
+@pytest.mark.slow
+@pytest.mark.gpu
+def test_the_default_job_learns_with_the_three_processes_on_one_gpu(tmp_path):
+    run = tmp_path / "run"
+    devices = ["--inference.device", "cuda", "--trainer.device", "cuda"]  # each refuses to start without one
+    command = [sys.executable, "-m", "asyncrl.cli", "rl", "--inference.port", str(free_port())]
+    command += ["--output-dir", str(run), *devices]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rewards = [m["reward_mean"] for m in read_metrics(run, "orchestrator")]
+    assert len(rewards) == 320
+    # The README's figure for the default job: the 20-step mean reward reaches 0.7 (0.76-0.80 on CPUs).
+    assert statistics.fmean(rewards[-20:]) >= 0.7

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from asyncrl.toploc.config import ToplocConfig
-from asyncrl.toploc.verify import verify_rollouts
+from asyncrl.toploc.verify import ReferenceModel, verify_rollouts
 from tests.integration.toploc.engine_rollouts import EOS, generate, prompts
 
 # (temperature, top_p, stop strings): sampled, nucleus, greedy, and ending on a stop string.
@@ -24,6 +24,15 @@ def test_honest_rollouts_pass_whether_proved_in_float32_or_bfloat16(tiny_dir, ti
     assert {r.finish_reason for r in rollouts} == {"stop", "length"}
     assert any(r.stop and r.finish_reason == "stop" and r.token_ids[-1] not in EOS for r in rollouts)
     assert max(len(v.chunks) for v in verdicts) == 3  # 80 tokens: two full chunks and a partial one
+
+
+def test_bfloat16_proofs_pass_a_bfloat16_verifier(tiny_dir):
+    """Two bf16 computations (the engine's fused layers, transformers' own) round differently in every
+    layer: they are checked with the measured bf16 tolerance, not as if computed alike."""
+    reference = ReferenceModel.load(str(tiny_dir), "bfloat16")
+    rollouts = generate(str(tiny_dir), prompts(120), "bfloat16", max_tokens=80, settings=SETTINGS)
+    verdicts = verify_rollouts(reference, rollouts, ToplocConfig())
+    assert [(i, v.reasons) for i, v in enumerate(verdicts) if not v.passed] == []
 
 
 def test_honest_rollouts_of_a_confident_model_pass(confident_dir, confident_reference):

@@ -52,6 +52,8 @@ def test_one_rank_and_two_fsdp_ranks_give_the_same_losses_and_weights(tmp_path, 
     ]
     assert final[0].keys() == final[1].keys()
     initial = load_file(str(next((single / "weights").glob("step_1")) / "model.safetensors"))
+    # Adam moves a weight by about lr (1e-2) a step whatever its gradient's size: float noise in a
+    # near-zero gradient shows as a few 1e-5, a wrong gradient as ~1e-2.
     for name, tensor in final[0].items():
-        assert torch.allclose(tensor, final[1][name], atol=2e-5), name
+        assert torch.allclose(tensor, final[1][name], atol=5e-5), name
     assert any(not torch.equal(initial[n], final[0][n]) for n in initial), "training changed nothing"

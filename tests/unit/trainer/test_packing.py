@@ -7,8 +7,9 @@ import pytest
 import torch
 
 from asyncrl.models import load_model
+from asyncrl.trainer.attention import PackedLayout, block_mask
 from asyncrl.trainer.packing import assign_bins, micro_batches_for_rank, pack, prompt_units
-from asyncrl.trainer.train_step import forward_logprobs
+from asyncrl.trainer.policy import forward_logprobs
 from asyncrl.transport.batches import Batch, Sample
 
 
@@ -31,20 +32,34 @@ def model():
     return load_model("tiny")
 
 
-def test_packed_logits_equal_standalone_logits(model):
+@pytest.fixture(scope="module")
+def reference():
+    """The same weights, run by transformers' own forward (the trainer's model runs packed attention)."""
+    return load_model("tiny")
+
+
+def _alone_logprobs(reference, ids: list[int], temperature: float = 1.0) -> torch.Tensor:
+    """Logprob of each next token of `ids` run alone (the last position predicts nothing: 0)."""
+    logits = reference(torch.tensor([ids])).logits[0].float() / temperature
+    chosen = logits[:-1].log_softmax(-1).gather(1, torch.tensor(ids[1:]).unsqueeze(1)).squeeze(1)
+    return torch.cat([chosen, torch.zeros(1)])
+
+
+def test_packed_logprobs_equal_standalone_logprobs(model, reference):
     rows = [[_sample(list(range(10, 10 + n)), 2) for n in (7, 12, 5)], [_sample(list(range(40, 49)), 1)]]
     mb = _pack(rows)
     assert mb.input_ids.shape == (2, 24), "the short row is padded to the longest"
     with torch.no_grad():
-        packed = model(input_ids=mb.input_ids, position_ids=mb.position_ids, attention_mask=mb.attention_mask)
+        packed, entropy = forward_logprobs(model, mb)
+        packed = packed.view(2, 24)
         for r, row in enumerate(rows):
             offset = 0
             for s in row:
-                alone = model(torch.tensor([s.input_ids])).logits[0]
-                got = packed.logits[r, offset : offset + len(s.input_ids)]
-                assert torch.allclose(got, alone, atol=1e-5)
-                offset += len(s.input_ids)
-        assert not packed.logits.isnan().any(), "padding rows must not produce NaNs"
+                n = len(s.input_ids)
+                got = packed[r, offset : offset + n].masked_fill(torch.arange(n) == n - 1, 0.0)
+                assert torch.allclose(got, _alone_logprobs(reference, s.input_ids), atol=1e-5)
+                offset += n
+    assert not entropy.isnan().any(), "padding rows must not produce NaNs"
 
 
 def test_targets_are_shifted_within_each_sample_only():
@@ -53,15 +68,17 @@ def test_targets_are_shifted_within_each_sample_only():
     assert mb.loss_mask.tolist() == [True, True, False, True, False]
     assert mb.position_ids.tolist() == [[0, 1, 2, 0, 1]]
     assert mb.sample_ids.tolist() == [0, 0, 0, 1, 1]
-    assert not mb.attention_mask[0, 0, 3, :3].any(), "no attention across samples"
+    mask = block_mask(PackedLayout(mb.unit_ids, mb.branch_ids), 0, 5)
+    assert not mask[0, 0, 3, :3].any(), "no attention across samples"
+    assert mask[0, 0, 4, 3:5].all() and mask[0, 0, 2, :3].all(), "causal attention within a sample"
 
 
-def test_logprobs_divide_logits_by_the_sample_temperature(model):
+def test_logprobs_divide_logits_by_the_sample_temperature(model, reference):
     ids = [5, 6, 7, 8, 9]
     mb = _pack([[_sample(ids, 1, temperature=0.5)]])
     logprobs, entropy = forward_logprobs(model, mb)
     with torch.no_grad():
-        expected = (model(torch.tensor([ids])).logits[0] / 0.5).log_softmax(-1)
+        expected = (reference(torch.tensor([ids])).logits[0] / 0.5).log_softmax(-1)
     assert torch.allclose(logprobs[:4], expected[:4].gather(1, torch.tensor(ids[1:]).unsqueeze(1)).squeeze(1))
     assert torch.allclose(entropy[0], -(expected[0].exp() * expected[0]).sum())
 

@@ -38,9 +38,11 @@ def test_micro_batch_size_does_not_change_the_step():
     rows, rows_weights = _one_step(TrainerConfig(row_tokens=32, micro_batch_tokens=4096))
     assert rows["loss"] == pytest.approx(whole["loss"], abs=1e-6)
     assert split["loss"] == pytest.approx(whole["loss"], abs=1e-6)
+    # AdamW's first step moves every weight by about lr (1e-4) whatever its gradient's size, so a
+    # near-zero gradient's float noise shows as up to a few 1e-6; a wrong gradient moves it by ~1e-4.
     for name, tensor in whole_weights.items():
-        assert torch.allclose(tensor, split_weights[name], atol=1e-6), name
-        assert torch.allclose(tensor, rows_weights[name], atol=1e-6), name
+        assert torch.allclose(tensor, split_weights[name], atol=1e-5), name
+        assert torch.allclose(tensor, rows_weights[name], atol=1e-5), name
 
 
 def test_figures_cover_the_documented_metrics():

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 import queue
 import threading
 import time
@@ -18,6 +19,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from asyncrl.devices import resolve_device
 from asyncrl.inference.backend import (
     Backend,
     EngineDeadError,
@@ -34,6 +36,7 @@ from asyncrl.inference.weights import read_weights
 from asyncrl.models import DTYPES, load_model, load_tokenizer
 
 IDLE_POLL_S = 0.5
+logger = logging.getLogger(__name__)
 
 
 @dataclass(eq=False)
@@ -104,14 +107,16 @@ class TorchEngine(Backend):
     def _load(self) -> None:
         if self.config.num_threads:
             torch.set_num_threads(self.config.num_threads)
-        self.model = load_model(self.model_path, dtype=self.dtype)
+        self.device = resolve_device(self.config.device, setting="inference.device")
+        self.model = load_model(self.model_path, dtype=self.dtype).to(self.device)
         self.tokenizer = load_tokenizer(self.model_path)
         limit = self.model.config.max_position_embeddings
         self.max_model_len = min(self.config.max_model_len or limit, limit)
         self.max_choices = self.config.max_num_seqs
         self.vocab_size = self.model.config.vocab_size
         self.runner = ModelRunner(self.model, self.max_model_len, self.config.max_num_seqs)
-        self._generator = torch.Generator().manual_seed(self.seed)
+        self._generator = torch.Generator(self.device).manual_seed(self.seed)
+        logger.info("torch engine: %s on %s in %s", self.model_path, self.device, self.model.dtype)
 
     async def stop(self) -> None:
         if self._thread is not None:
@@ -277,8 +282,11 @@ class TorchEngine(Backend):
         tokens = torch.zeros(len(rows), max(lengths), dtype=torch.long)
         for row, prompt in enumerate(rows):
             tokens[row, : lengths[row]] = torch.tensor(prompt)
-        positions = torch.arange(tokens.shape[1]).expand_as(tokens)
-        logits, hidden = self.runner.forward(tokens, positions, first_row, torch.tensor(lengths) - 1)
+        width = tokens.shape[1]
+        tokens = tokens.to(self.device, non_blocking=True)
+        positions = torch.arange(width, device=self.device).expand_as(tokens)
+        last = torch.tensor(lengths, device=self.device) - 1
+        logits, hidden = self.runner.forward(tokens, positions, first_row, last, attn_len=width)
         self._counters["prompt_tokens"] += sum(len(r.prompt) for r in requests)
 
         in_place: list[_Sequence | None] = [None] * len(rows)
@@ -300,14 +308,18 @@ class TorchEngine(Backend):
     def _new_sequence(self, request: _Request, index: int) -> _Sequence:
         seed = request.params.seed
         # Any int seed works: the per-choice seed is folded into torch's 64-bit seed range.
-        generator = None if seed is None else torch.Generator().manual_seed((seed * 7919 + index) % 2**63)
+        generator = None
+        if seed is not None:
+            generator = torch.Generator(self.device).manual_seed((seed * 7919 + index) % 2**63)
         return _Sequence(request, index, cache_len=len(request.prompt), generator=generator)
 
     def _decode(self) -> None:
         rows = self._running
-        tokens = torch.tensor([s.last_token for s in rows]).unsqueeze(1)
-        positions = torch.tensor([s.cache_len for s in rows]).unsqueeze(1)
-        logits, hidden = self.runner.forward(tokens, positions, 0, torch.zeros(len(rows), dtype=torch.long))
+        lengths = [s.cache_len for s in rows]
+        tokens = torch.tensor([s.last_token for s in rows], device=self.device).unsqueeze(1)
+        positions = torch.tensor(lengths, device=self.device).unsqueeze(1)
+        last = torch.zeros(len(rows), dtype=torch.long, device=self.device)
+        logits, hidden = self.runner.forward(tokens, positions, 0, last, attn_len=max(lengths) + 1)
         for s in rows:
             s.cache_len += 1
         self._counters["decode_steps"] += 1
@@ -323,13 +335,13 @@ class TorchEngine(Backend):
         top_k = max(p.top_logprobs for p in params)
         out = sample(
             logits,
-            torch.tensor([p.temperature for p in params]),
-            torch.tensor([p.top_p for p in params]),
+            [p.temperature for p in params],
+            [p.top_p for p in params],
             [s.generator for s in seqs],
             self._generator,
             top_k,
         )
-        token_ids = out.token_ids.tolist()
+        token_ids = out.token_ids.tolist()  # the step's one wait on the device: its tokens must come back
         if proofs is not None:
             proofs.record(first_row, hidden, [len(s.token_ids) for s in seqs], token_ids)
         logprobs = out.logprobs.tolist()
@@ -364,9 +376,8 @@ class TorchEngine(Backend):
             return None
         if self._proofs is None:
             hidden_size = self.model.config.hidden_size
-            device = next(self.model.parameters()).device.type
             self._proofs = ProofCapture(
-                self.config.max_num_seqs, hidden_size, self.dtype, device, self._toploc
+                self.config.max_num_seqs, hidden_size, self.dtype, self.device, self._toploc
             )
         return self._proofs
 

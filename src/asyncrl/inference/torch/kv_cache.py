@@ -13,13 +13,20 @@ GROWTH_CHUNK = 256
 
 class SlotKVCache:
     def __init__(
-        self, n_layers: int, n_slots: int, n_kv_heads: int, head_dim: int, max_len: int, dtype: torch.dtype
+        self,
+        n_layers: int,
+        n_slots: int,
+        n_kv_heads: int,
+        head_dim: int,
+        max_len: int,
+        dtype: torch.dtype,
+        device: torch.device | str = "cpu",
     ) -> None:
         self.max_len = max_len
         self._shape = (n_layers, n_slots, n_kv_heads, 0, head_dim)
         self.capacity = 0
-        self.k = torch.empty(self._shape, dtype=dtype)
-        self.v = torch.empty(self._shape, dtype=dtype)
+        self.k = torch.empty(self._shape, dtype=dtype, device=device)
+        self.v = torch.empty(self._shape, dtype=dtype, device=device)
         self.ensure_capacity(min(GROWTH_CHUNK, max_len))
 
     @property
@@ -39,7 +46,7 @@ class SlotKVCache:
             old = getattr(self, name)
             # Zeroed, not empty: a decode step reads every row up to the batch's longest, and a masked-out
             # position still multiplies its value by a zero weight, so garbage NaN bits would poison the row.
-            new = torch.zeros(shape, dtype=old.dtype)
+            new = torch.zeros(shape, dtype=old.dtype, device=old.device)
             new[:, :, :, : self.capacity] = old
             setattr(self, name, new)
         self.capacity = new_capacity

@@ -50,8 +50,9 @@ class ModelRunner:
         self.scaling = attn.scaling
         self.eps = config.rms_norm_eps
         self.has_qk_norm = hasattr(attn, "q_norm")
+        self.device = model.device
         self.cache = SlotKVCache(
-            len(self.layers), n_slots, self.n_kv_heads, self.head_dim, max_len, model.dtype
+            len(self.layers), n_slots, self.n_kv_heads, self.head_dim, max_len, model.dtype, self.device
         )
 
     def _norm(self, x: torch.Tensor, module: torch.nn.Module) -> torch.Tensor:
@@ -59,20 +60,25 @@ class ModelRunner:
 
     @torch.inference_mode()
     def forward(
-        self, token_ids: torch.Tensor, positions: torch.Tensor, row_start: int, last: torch.Tensor
+        self,
+        token_ids: torch.Tensor,
+        positions: torch.Tensor,
+        row_start: int,
+        last: torch.Tensor,
+        attn_len: int,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Run `token_ids` [R, T] at `positions` [R, T] in cache rows row_start..row_start+R-1 and return
         the logits [R, V] of each row's token at index `last` [R], and the last hidden states [R, H] they
-        came from (after the final norm: what TOPLOC proofs commit to).
+        came from (after the final norm: what TOPLOC proofs commit to). All on the model's device.
 
         Each query attends to the cached keys of its row at positions <= its own, which covers both
-        prefill (right-padded rows; padding is never read back) and one-token decode steps.
+        prefill (right-padded rows; padding is never read back) and one-token decode steps. `attn_len`
+        (the largest position + 1) comes from the caller, who knows it without asking the device.
         """
         rows, steps = token_ids.shape
-        attn_len = int(positions.max()) + 1
         self.cache.ensure_capacity(attn_len)
-        row_index = torch.arange(rows).unsqueeze(1).expand(rows, steps)
-        key_positions = torch.arange(attn_len)
+        row_index = torch.arange(rows, device=self.device).unsqueeze(1).expand(rows, steps)
+        key_positions = torch.arange(attn_len, device=self.device)
         mask = key_positions.view(1, 1, 1, -1) <= positions.view(rows, 1, steps, 1)
 
         h = self.decoder.embed_tokens(token_ids)
@@ -104,5 +110,5 @@ class ModelRunner:
             )
             h = h + attn.o_proj(out.transpose(1, 2).reshape(rows, steps, -1))
             h = h + layer.mlp(self._norm(h, layer.post_attention_layernorm))
-        h = self._norm(h[torch.arange(rows), last], self.decoder.norm)
+        h = self._norm(h[torch.arange(rows, device=self.device), last], self.decoder.norm)
         return self.model.lm_head(h), h

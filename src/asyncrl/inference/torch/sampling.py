@@ -26,36 +26,39 @@ class SampledTokens:
 
 def sample(
     logits: torch.Tensor,
-    temperature: torch.Tensor,
-    top_p: torch.Tensor,
+    temperature: list[float],
+    top_p: list[float],
     generators: list[torch.Generator | None],
     default_generator: torch.Generator,
     top_k_logprobs: int,
 ) -> SampledTokens:
-    """Sample one token per row of `logits` [B, V] (float32).
+    """Sample one token per row of `logits` [B, V] on their device.
 
-    `generators[i]` is row i's own generator when its request gave a seed, so its tokens do not depend on
-    which other requests share the batch; other rows draw from `default_generator`.
+    `generators[i]` is row i's own generator (on that device) when its request gave a seed, so its tokens
+    do not depend on which other requests share the batch; other rows draw from `default_generator`. The
+    per-row settings are host lists, so deciding what to compute never waits on the device.
     """
     # Below 1e-5, logits / T overflows float32; such a temperature means greedy (as in vLLM).
-    greedy = temperature < GREEDY_BELOW
+    greedy = [t < GREEDY_BELOW for t in temperature]
     logits = logits.float()
-    if bool(greedy.all()):
+    if all(greedy):
         token_ids = logits.argmax(dim=-1)
         logprobs = logits.log_softmax(dim=-1)
     else:
-        scale = torch.where(greedy, torch.ones_like(temperature), temperature)
+        device = logits.device
+        scale = [1.0 if g else t for g, t in zip(greedy, temperature, strict=True)]
+        scale = torch.tensor(scale, device=device)
         logprobs = (logits / scale.unsqueeze(1)).log_softmax(dim=-1)
-        filtered = top_p < 1
-        if bool((filtered & ~greedy).any()):
-            logprobs = nucleus_logprobs(logprobs, torch.where(greedy, torch.ones_like(top_p), top_p))
+        if any(p < 1 and not g for g, p in zip(greedy, top_p, strict=True)):
+            nucleus = [1.0 if g else p for g, p in zip(greedy, top_p, strict=True)]
+            logprobs = nucleus_logprobs(logprobs, torch.tensor(nucleus, device=device))
         # Exponential race: argmax p / E with E ~ Exp(1) draws from p, with one noise tensor per step.
         noise = torch.empty_like(logprobs).exponential_(generator=default_generator)
         for row, generator in enumerate(generators):
             if generator is not None:
                 noise[row].exponential_(generator=generator)
         sampled = (logprobs - noise.log()).argmax(dim=-1)
-        token_ids = torch.where(greedy, logits.argmax(dim=-1), sampled)
+        token_ids = torch.where(torch.tensor(greedy, device=device), logits.argmax(dim=-1), sampled)
     chosen = logprobs.gather(1, token_ids.unsqueeze(1)).squeeze(1)
     top_values = top_ids = None
     if top_k_logprobs > 0:

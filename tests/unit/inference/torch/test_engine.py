@@ -157,9 +157,9 @@ def test_prefill_budget_counts_padding():
         shapes = []
         forward = engine.runner.forward
 
-        def recording(tokens, positions, row_start, last):
+        def recording(tokens, *args, **kwargs):
             shapes.append(tuple(tokens.shape))
-            return forward(tokens, positions, row_start, last)
+            return forward(tokens, *args, **kwargs)
 
         engine.runner.forward = recording
         prompts = [list(range(1, 201))] + [[5, 6, i] for i in range(10)]
@@ -178,9 +178,9 @@ def test_requests_with_one_prompt_share_one_prefill_row():
         rows = []
         forward = engine.runner.forward
 
-        def recording(tokens, positions, row_start, last):
+        def recording(tokens, *args, **kwargs):
             rows.append(tokens.shape[0])
-            return forward(tokens, positions, row_start, last)
+            return forward(tokens, *args, **kwargs)
 
         engine.runner.forward = recording
         loop = asyncio.get_running_loop()

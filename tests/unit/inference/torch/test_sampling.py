@@ -9,8 +9,8 @@ def _sample(logits, temperature, top_p, generators=None, top_k=0, seed=0):
     rows = logits.shape[0]
     return sample(
         logits,
-        torch.tensor(temperature, dtype=torch.float32),
-        torch.tensor(top_p, dtype=torch.float32),
+        temperature,
+        top_p,
         generators or [None] * rows,
         torch.Generator().manual_seed(seed),
         top_k,

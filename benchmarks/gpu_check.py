@@ -1,0 +1,195 @@
+"""The benchmark half of scripts/gpu_check.sh, and the one-screen table it ends with.
+
+On a model of about 0.5B parameters (Qwen2.5-0.5B's shape) built here with random weights, no download:
+- the built-in engine's decode tokens/s (bf16, `--requests` requests of 128-token prompts at once, each
+  ending at `--max-tokens` or EOS),
+- the trainer's tokens/s and MFU (bf16 compute over fp32 master weights, one-rank FSDP2, AdamW): model
+  FLOPs 6 x parameters x tokens (attention not counted) over the H200's measured bf16 rate,
+- TOPLOC: the same rollouts generated with proofs, then verified; verification time against generation.
+
+Then it reads the `gpu` tests' JUnit report and writes everything to OUT/gpu_check.json and the table.
+`--dry` runs it all on the CPU with a model of a few thousand parameters: a check of the script itself.
+
+    python benchmarks/gpu_check.py --out DIR [--tests DIR/gpu_tests.xml] [--dry]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import platform
+import random
+import tempfile
+import time
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import torch
+import transformers
+from toploc_overhead import generate
+from trainer_throughput import make_batch
+from transformers import AutoModelForCausalLM, Qwen2Config
+
+from asyncrl.config import ModelConfig
+from asyncrl.models import load_tokenizer
+from asyncrl.toploc.config import ToplocConfig
+from asyncrl.toploc.verify import ReferenceModel, verify_rollouts
+from asyncrl.trainer.config import TrainerConfig
+from asyncrl.trainer.distributed import init_distributed
+from asyncrl.trainer.losses import masked_is
+from asyncrl.trainer.model_setup import build
+from asyncrl.trainer.train_step import train_on_batch
+
+MAX_LISTED = 20
+"""Longer test lists show their failures only, to keep the table on one screen."""
+H200_BF16_FLOPS = 790e12
+"""Dense bf16 matmul rate measured on the H200 this check is meant for (FLOP/s)."""
+
+QWEN_05B = {
+    "hidden_size": 896,
+    "intermediate_size": 4864,
+    "num_hidden_layers": 24,
+    "num_attention_heads": 14,
+    "num_key_value_heads": 2,
+    "vocab_size": 151936,
+}
+DRY = {
+    "hidden_size": 64,
+    "intermediate_size": 128,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "vocab_size": 512,
+}
+
+
+def make_model_dir(out: str, dims: dict[str, int], device: str) -> tuple[str, int]:
+    """A random-weight Qwen2 dir of shape `dims` with the tiny model's tokenizer; its parameter count."""
+    config = Qwen2Config(max_position_embeddings=4096, tie_word_embeddings=True, **dims)
+    with torch.device(device):  # random init on the GPU: seconds, not a minute of CPU
+        model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
+    model.save_pretrained(out)
+    load_tokenizer("tiny").save_pretrained(out)
+    return out, sum(p.numel() for p in model.parameters())
+
+
+def train(path: str, device: str, tokens: int, steps: int) -> float:
+    """Trainer tokens/s over `steps` optimizer steps of `tokens` tokens (after a warm-up step)."""
+    ranks = init_distributed(device, "bfloat16")
+    config = TrainerConfig(micro_batch_tokens=min(tokens, 16384), row_tokens=4096)
+    model, optimizers = build(ModelConfig(path=path, dtype="bfloat16"), config, 0, ranks)
+    train_on_batch(model, optimizers, make_batch(tokens, 0), masked_is, config, 1, steps + 1, ranks)
+    if device == "cuda":
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    for step in range(steps):
+        batch = make_batch(tokens, step + 1)
+        train_on_batch(model, optimizers, batch, masked_is, config, step + 2, steps + 1, ranks)
+    if device == "cuda":
+        torch.cuda.synchronize()
+    return steps * tokens / (time.perf_counter() - start)
+
+
+def read_tests(report: Path | None) -> list[dict[str, object]]:
+    """Each test case of a pytest JUnit report: name, outcome, seconds."""
+    if report is None or not report.exists():
+        return []
+    cases = []
+    for case in ET.parse(report).getroot().iter("testcase"):
+        outcome = "passed"
+        for tag in ("failure", "error", "skipped"):
+            if case.find(tag) is not None:
+                outcome = {"failure": "FAILED", "error": "ERROR"}.get(tag, tag)
+        name = f"{case.get('classname', '').rsplit('.', 1)[-1]}::{case.get('name')}"
+        cases.append({"test": name, "outcome": outcome, "seconds": float(case.get("time", 0))})
+    return cases
+
+
+def table(result: dict) -> str:
+    lines = [f"asyncrl GPU check on {result['device']} (torch {result['torch']}, transformers "
+             f"{result['transformers']}){' -- DRY RUN on CPU' if result['dry'] else ''}"]  # fmt: skip
+    tests = result["tests"]
+    passed = sum(t["outcome"] == "passed" for t in tests)
+    lines.append(f"{'gpu ' if not result['dry'] else ''}tests: {passed} of {len(tests)} passed")
+    shown = tests if len(tests) <= MAX_LISTED else [t for t in tests if t["outcome"] != "passed"]
+    lines += [f"  {t['outcome']:<7} {t['seconds']:>6.1f} s  {t['test']}" for t in shown]
+    b = result["benchmark"]
+    lines += [
+        f"model: Qwen2 shape, {b['params'] / 1e6:.0f}M parameters, random weights, bf16",
+        f"{'engine decode':<32}{b['decode_tokens_per_s']:>12,.0f} tokens/s  "
+        f"({b['requests']} requests at once, {b['generated_tokens']} tokens)",
+        f"{'trainer (1-rank FSDP2, AdamW)':<32}{b['trainer_tokens_per_s']:>12,.0f} tokens/s  "
+        f"MFU {b['mfu'] * 100:.1f} % of {H200_BF16_FLOPS / 1e12:.0f} TFLOP/s (6N FLOPs per token)",
+        f"{'TOPLOC: generation with proofs':<32}{b['toploc_generate_s']:>12.2f} s",
+        f"{'TOPLOC: verification (bf16)':<32}{b['toploc_verify_s']:>12.2f} s  "
+        f"({b['toploc_speedup']:.1f}x faster than generation; {b['toploc_passed']} of {b['requests']} pass; "
+        "target 10x)",
+    ]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--out", type=Path, required=True, help="where gpu_check.json goes")
+    parser.add_argument("--tests", type=Path, help="the gpu tests' JUnit XML report")
+    parser.add_argument("--dry", action="store_true", help="on the CPU, a tiny model: checks the script")
+    parser.add_argument("--requests", type=int, default=256)
+    parser.add_argument("--max-tokens", type=int, default=256)
+    parser.add_argument("--train-tokens", type=int, default=65536, help="tokens per optimizer step")
+    parser.add_argument("--train-steps", type=int, default=3)
+    args = parser.parse_args()
+    device = "cpu" if args.dry else "cuda"
+    if args.dry:
+        args.requests, args.max_tokens, args.train_tokens, args.train_steps = 8, 40, 2048, 1
+    rng = random.Random(0)
+    prompts = [[rng.randrange(32, 127) for _ in range(128)] for _ in range(args.requests)]
+    with tempfile.TemporaryDirectory() as tmp:
+        path, params = make_model_dir(tmp, DRY if args.dry else QWEN_05B, device)
+        engine = argparse.Namespace(
+            model=path,
+            dtype="bfloat16",
+            device=device,
+            inflight=len(prompts),
+            threads=0,
+            max_tokens=args.max_tokens,
+        )
+        asyncio.run(generate(engine, prompts[:8], toploc=True))  # warm-up: first-use costs
+        decode_s, _, rollouts = asyncio.run(generate(engine, prompts, toploc=False))
+        generated = sum(len(r.token_ids) for r in rollouts)
+        toploc_s, _, proved = asyncio.run(generate(engine, prompts, toploc=True))
+        reference = ReferenceModel.load(path, "bfloat16", device)
+        verify_rollouts(reference, proved[:2], ToplocConfig())  # warm-up
+        start = time.perf_counter()
+        verdicts = verify_rollouts(reference, proved, ToplocConfig())
+        verify_s = time.perf_counter() - start
+        del reference
+        trainer_tokens_per_s = train(path, device, args.train_tokens, args.train_steps)
+    result = {
+        "dry": args.dry,
+        "device": torch.cuda.get_device_name() if device == "cuda" else platform.processor() or "cpu",
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "tests": read_tests(args.tests),
+        "benchmark": {
+            "params": params,
+            "requests": args.requests,
+            "generated_tokens": generated,
+            "decode_tokens_per_s": generated / decode_s,
+            "trainer_tokens_per_s": trainer_tokens_per_s,
+            "mfu": 6 * params * trainer_tokens_per_s / H200_BF16_FLOPS,
+            "toploc_generate_s": toploc_s,
+            "toploc_verify_s": verify_s,
+            "toploc_speedup": toploc_s / verify_s,
+            "toploc_passed": sum(v.passed for v in verdicts),
+        },
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "gpu_check.json").write_text(json.dumps(result, indent=2))
+    print(table(result))
+
+
+if __name__ == "__main__":
+    main()
