@@ -11,7 +11,7 @@ optimizer states.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.distributed as dist
@@ -30,8 +30,13 @@ class Ranks:
     rank: int
     world_size: int
     device: torch.device
-    sharded: bool = False
-    """The model is FSDP2-wrapped (several ranks, or a mixed-precision policy on one)."""
+    dtype: torch.dtype = torch.float32
+    """The compute dtype (`model.dtype`); weights, gradient reduction and optimizer states stay float32."""
+
+    @property
+    def sharded(self) -> bool:
+        """The model is FSDP2-wrapped: several ranks, or a mixed-precision policy on one."""
+        return self.distributed or self.dtype != torch.float32
 
     @property
     def is_main(self) -> bool:
@@ -55,17 +60,16 @@ def init_distributed(device: Device = "auto", dtype: str = "float32") -> Ranks:
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     target = resolve_device(device, local_rank, setting="trainer.device")
-    sharded = world_size > 1 or compute_dtype(dtype) != torch.float32
+    ranks = Ranks(0, world_size, target, compute_dtype(dtype))
     if target.type == "cuda":
         torch.cuda.set_device(target)
-    if sharded and not dist.is_initialized():
+    if ranks.sharded and not dist.is_initialized():
         backend = "nccl" if target.type == "cuda" else "gloo"
         if world_size > 1:
             dist.init_process_group(backend=backend, device_id=target if target.type == "cuda" else None)
         else:
             dist.init_process_group(backend=backend, store=dist.HashStore(), rank=0, world_size=1)
-    rank = dist.get_rank() if world_size > 1 else 0
-    return Ranks(rank, world_size, target, sharded)
+    return replace(ranks, rank=dist.get_rank()) if ranks.distributed else ranks
 
 
 def apply_activation_checkpointing(model: PreTrainedModel) -> None:
@@ -73,11 +77,11 @@ def apply_activation_checkpointing(model: PreTrainedModel) -> None:
     model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
 
 
-def apply_fsdp(model: PreTrainedModel, ranks: Ranks, dtype: torch.dtype) -> None:
+def apply_fsdp(model: PreTrainedModel, ranks: Ranks) -> None:
     """Shard every decoder layer, then the root (embeddings, final norm, head), across all ranks; compute
-    in `dtype` over the float32 parameters, reducing gradients in float32."""
+    in `ranks.dtype` over the float32 parameters, reducing gradients in float32."""
     mesh = init_device_mesh(ranks.device.type, (ranks.world_size,))
-    policy = MixedPrecisionPolicy(param_dtype=dtype, reduce_dtype=torch.float32)
+    policy = MixedPrecisionPolicy(param_dtype=ranks.dtype, reduce_dtype=torch.float32)
     for layer in model.model.layers:
         fully_shard(layer, mesh=mesh, mp_policy=policy)
     fully_shard(model, mesh=mesh, mp_policy=policy)

@@ -16,7 +16,6 @@ from asyncrl.trainer.distributed import (
     Ranks,
     apply_activation_checkpointing,
     apply_fsdp,
-    compute_dtype,
     full_state_dict,
 )
 from asyncrl.trainer.optim import build_optimizers
@@ -66,7 +65,7 @@ def build(
     if config.activation_checkpointing:
         apply_activation_checkpointing(model)
     if ranks.sharded:
-        apply_fsdp(model, ranks, compute_dtype(model_config.dtype))
+        apply_fsdp(model, ranks)
         register_sharded(model)
     model.train()
     logger.info(

@@ -20,3 +20,4 @@ def test_one_cpu_rank_in_float32_is_not_sharded(monkeypatch):
     monkeypatch.delenv("WORLD_SIZE", raising=False)
     ranks = init_distributed("cpu", "float32")
     assert (ranks.rank, ranks.world_size, ranks.device, ranks.sharded) == (0, 1, torch.device("cpu"), False)
+    assert ranks.dtype is torch.float32
