@@ -28,6 +28,11 @@ class APIError(Exception):
         return {"error": {"message": self.message, "type": self.kind, "param": self.param, "code": self.code}}
 
 
+def _stop_strings(stop: str | list[str] | None) -> tuple[str, ...]:
+    stops = [stop] if isinstance(stop, str) else stop or []
+    return tuple(s for s in stops if s)
+
+
 class StreamOptions(BaseModel):
     include_usage: bool = False
 
@@ -54,10 +59,7 @@ class _Request(BaseModel):
     per inference.toploc.chunk_size tokens (also on when the server runs with inference.toploc = true)."""
 
     def stop_strings(self) -> tuple[str, ...]:
-        if self.stop is None:
-            return ()
-        stops = [self.stop] if isinstance(self.stop, str) else self.stop
-        return tuple(s for s in stops if s)
+        return _stop_strings(self.stop)
 
 
 class CompletionRequest(_Request):
@@ -90,6 +92,76 @@ class TokenizeRequest(BaseModel):
     add_generation_prompt: bool = True
 
 
+NEUTRAL_SAMPLING = {
+    "top_k": (-1, 0),
+    "min_p": (0.0,),
+    "repetition_penalty": (1.0,),
+    "presence_penalty": (0.0,),
+    "frequency_penalty": (0.0,),
+}
+"""vLLM sampling knobs this server does not implement, with the values that leave sampling unchanged: any
+other value is refused, since the logprobs returned would not be those of the distribution sampled."""
+
+
+class GenerateSamplingParams(BaseModel):
+    """vLLM's `SamplingParams` as `/inference/v1/generate` takes them; unknown keys are ignored, as on the
+    OpenAI routes."""
+
+    model_config = ConfigDict(extra="allow", allow_inf_nan=False)
+
+    n: int = Field(1, ge=1, le=128)
+    max_tokens: int | None = Field(None, ge=1)
+    """None: up to the context window."""
+    temperature: float = Field(1.0, ge=0.0)
+    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    seed: int | None = None
+    stop: str | list[str] | None = None
+    stop_token_ids: list[int] | None = None
+    """Ids that end a sequence, besides the model's EOS ids."""
+    ignore_eos: bool = False
+    logprobs: int | None = Field(None, ge=0, le=20)
+    """Return each token's logprob and this many alternatives (renderers asks for 1)."""
+    toploc: bool = False
+    """asyncrl extension, as on the OpenAI routes."""
+
+    @model_validator(mode="after")
+    def _implemented(self) -> GenerateSamplingParams:
+        for key, neutral in NEUTRAL_SAMPLING.items():
+            value = (self.model_extra or {}).get(key)
+            if value is not None and value not in neutral:
+                raise ValueError(
+                    f"sampling_params.{key}={value!r} is not implemented by this server; leave it out "
+                    f"(or set it to {neutral[0]!r})"
+                )
+        return self
+
+    def stop_strings(self) -> tuple[str, ...]:
+        return _stop_strings(self.stop)
+
+
+class GenerateRequest(BaseModel):
+    """`POST /inference/v1/generate`, the token route of train clients (verifiers' renderers)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    model: str | None = None
+    token_ids: list[int] = Field(min_length=1)
+    """The prompt, as token ids."""
+    sampling_params: GenerateSamplingParams = GenerateSamplingParams()
+    stream: bool = False
+    request_id: str | None = None
+    cache_salt: str | None = None
+    """Accepted for compatibility: this server shares no prefix cache between requests."""
+    priority: int | None = None
+    """Accepted for compatibility: requests are served first come, first served."""
+
+    @model_validator(mode="after")
+    def _not_streamed(self) -> GenerateRequest:
+        if self.stream:
+            raise ValueError("this route answers with one JSON body: leave `stream` out or false")
+        return self
+
+
 class UpdateWeightsRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -114,7 +186,7 @@ class UpdateWeightsRequest(BaseModel):
         return self
 
 
-def new_id(prefix: Literal["cmpl", "chatcmpl"]) -> str:
+def new_id(prefix: Literal["cmpl", "chatcmpl", "gen"]) -> str:
     return f"{prefix}-{uuid.uuid4().hex}"
 
 

@@ -17,7 +17,7 @@ from fastapi import Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from asyncrl.inference.api.protocol import APIError, new_id, now
-from asyncrl.inference.api.responses import ChoiceShaper, ChoiceState, usage
+from asyncrl.inference.api.responses import ChoiceShaper, ChoiceState, token_choice, usage
 from asyncrl.inference.backend import (
     Backend,
     EngineDeadError,
@@ -77,12 +77,7 @@ async def respond(
     if request.stream:
         events = _stream_events(backend, shape, model_name, prompts, streams, states)
         return StreamingResponse(events, media_type="text/event-stream")
-    try:
-        finished = await _unless_disconnected(raw, _collect(streams, states, n))
-    except InvalidRequestError as e:
-        raise APIError(400, str(e), "n") from None
-    if not finished:
-        log.info("client went away; its request was aborted")
+    if not await _generated(raw, streams, states, n):
         return Response(status_code=499)
     version = backend.policy_version
     choices = [shape.full(s, prompts[prompt_of[s.index]], version) for s in states]
@@ -94,7 +89,40 @@ async def respond(
         "choices": choices,
         "usage": usage(sum(map(len, prompts)), sum(len(s.token_ids) for s in states)),
     }
+    if shape.chat and request.return_token_ids:
+        body["prompt_token_ids"] = prompts[0]  # where vLLM puts it, and verifiers' legacy clients read it
     return JSONResponse(body)
+
+
+async def respond_tokens(
+    raw: Request, backend: Backend, prompt: list[int], params: SamplingParams, n: int, top: int | None
+) -> Response:
+    """`/inference/v1/generate`: `n` choices of one prompt as token ids, each token's logprob (and `top`
+    alternatives) keyed `token_id:<id>`, as renderers reads them."""
+    states = [ChoiceState(index=j, stops=params.stop) for j in range(n)]
+    if not await _generated(raw, [backend.generate(prompt, params, n)], states, n):
+        return Response(status_code=499)
+    version = backend.policy_version
+    body = {
+        "request_id": new_id("gen"),
+        "prompt_token_ids": prompt,
+        "choices": [token_choice(s, top, version, params.toploc) for s in states],
+        "usage": usage(len(prompt), sum(len(s.token_ids) for s in states)),
+    }
+    return JSONResponse(body)
+
+
+async def _generated(
+    raw: Request, streams: list[AsyncIterator[SequenceDelta]], states: list[ChoiceState], n: int
+) -> bool:
+    """Run the generations into `states`; False when the client went away first (they were aborted)."""
+    try:
+        finished = await _unless_disconnected(raw, _collect(streams, states, n))
+    except InvalidRequestError as e:
+        raise APIError(400, str(e), "n") from None
+    if not finished:
+        log.info("client went away; its request was aborted")
+    return finished
 
 
 async def _stream_events(

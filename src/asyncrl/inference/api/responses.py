@@ -176,6 +176,33 @@ def completion_logprobs(
     }
 
 
+def token_choice(state: ChoiceState, top: int | None, current: int, toploc: bool) -> dict[str, Any]:
+    """A choice of `/inference/v1/generate`: token ids, and with `top` set their logprobs keyed by id
+    (`token_id:<id>`, the shape renderers accepts), plus asyncrl's policy versions."""
+    choice: dict[str, Any] = {
+        "index": state.index,
+        "token_ids": state.token_ids,
+        "logprobs": None,
+        "finish_reason": state.finish_reason,
+        "policy_version": state.policy_version(current),
+        "token_policy_versions": state.policy_versions,
+    }
+    if top is not None:
+
+        def entry(token_id: int, logprob: float) -> dict[str, Any]:
+            return {"token": f"token_id:{token_id}", "logprob": finite(logprob)}
+
+        content = []
+        for i, token_id in enumerate(state.token_ids):
+            item = entry(token_id, state.logprobs[i])
+            item["top_logprobs"] = [entry(t, lp) for t, lp in state.top_logprobs[i][:top]] if top else []
+            content.append(item)
+        choice["logprobs"] = {"content": content}
+    if toploc:
+        choice["toploc_proofs"] = state.toploc_proofs
+    return choice
+
+
 class ChoiceShaper:
     """Builds a choice (whole, or a stream chunk of it) for completions or chat."""
 

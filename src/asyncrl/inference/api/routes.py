@@ -17,11 +17,12 @@ from asyncrl.inference.api.protocol import (
     APIError,
     ChatCompletionRequest,
     CompletionRequest,
+    GenerateRequest,
     TokenizeRequest,
     UpdateWeightsRequest,
     now,
 )
-from asyncrl.inference.api.respond import respond
+from asyncrl.inference.api.respond import respond, respond_tokens
 from asyncrl.inference.api.responses import ChoiceShaper
 from asyncrl.inference.api.served import Served, completion_prompts
 from asyncrl.inference.backend import WeightUpdateError
@@ -120,6 +121,20 @@ async def chat_completions(request: ChatCompletionRequest, raw: Request) -> Resp
         toploc=params[0].toploc,
     )
     return await respond(raw, model.backend, shape, model.name, [list(prompt)], params)
+
+
+@router.post("/inference/v1/generate")
+async def generate_tokens(request: GenerateRequest, raw: Request) -> Response:
+    """vLLM's token route, in the shape verifiers' renderers client reads: token ids in, token ids and
+    logprobs out."""
+    model = served(raw)
+    model.check_model(request.model)
+    sampling = request.sampling_params
+    model.check_choices(sampling.n)
+    prompt = model.check_token_ids(request.token_ids, "token_ids")
+    top = sampling.logprobs or 0
+    params = model.sampling_params(sampling, len(prompt), sampling.max_tokens, top)
+    return await respond_tokens(raw, model.backend, prompt, params, sampling.n, sampling.logprobs)
 
 
 @router.post("/tokenize")

@@ -12,7 +12,12 @@ from jinja2 import TemplateError
 from transformers import PreTrainedTokenizerBase
 
 from asyncrl.broadcast.inbox import WeightsInbox
-from asyncrl.inference.api.protocol import APIError, ChatCompletionRequest, CompletionRequest
+from asyncrl.inference.api.protocol import (
+    APIError,
+    ChatCompletionRequest,
+    CompletionRequest,
+    GenerateSamplingParams,
+)
 from asyncrl.inference.api.responses import TokenTexts
 from asyncrl.inference.backend import Backend, SamplingParams
 from asyncrl.inference.config import InferenceConfig
@@ -71,13 +76,19 @@ class Served:
 
     def sampling_params(
         self,
-        request: CompletionRequest | ChatCompletionRequest,
+        request: CompletionRequest | ChatCompletionRequest | GenerateSamplingParams,
         prompt_len: int,
         max_tokens: int | None,
         top_logprobs: int,
     ) -> SamplingParams:
         limit = self.backend.max_model_len
-        prompt_param = "messages" if isinstance(request, ChatCompletionRequest) else "prompt"
+        prompt_param = {ChatCompletionRequest: "messages", GenerateSamplingParams: "token_ids"}.get(
+            type(request), "prompt"
+        )
+        stop_ids = self.eos_token_ids
+        if isinstance(request, GenerateSamplingParams) and request.stop_token_ids:
+            asked = self.check_token_ids(request.stop_token_ids, "sampling_params.stop_token_ids")
+            stop_ids += tuple(t for t in asked if t not in stop_ids)
         if prompt_len >= limit:
             raise APIError(
                 400,
@@ -103,7 +114,7 @@ class Served:
             seed=request.seed,
             top_logprobs=top_logprobs,
             stop=request.stop_strings(),
-            stop_token_ids=self.eos_token_ids,
+            stop_token_ids=stop_ids,
             ignore_eos=request.ignore_eos,
             toploc=request.toploc or self.toploc,
         )
@@ -136,12 +147,12 @@ class Served:
             ) from None
         return tuple(ids)
 
-    def check_token_ids(self, ids: list[int]) -> list[int]:
+    def check_token_ids(self, ids: list[int], param: str = "prompt") -> list[int]:
         # The model's vocabulary, not the tokenizer's: ids the model generated must be accepted back.
         vocab = self.backend.vocab_size
         bad = [t for t in ids if not 0 <= t < vocab]
         if bad:
-            raise APIError(400, f"prompt token id {bad[0]} is outside the vocabulary [0, {vocab})", "prompt")
+            raise APIError(400, f"token id {bad[0]} in {param} is outside the vocabulary [0, {vocab})", param)
         return ids
 
 
