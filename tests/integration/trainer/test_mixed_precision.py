@@ -56,7 +56,12 @@ def test_bfloat16_compute_trains_close_to_float32_and_keeps_float32_weights(tmp_
     _train(runs["bf16"], "bfloat16", device, *KEEP_EVERYTHING)
 
     fp32, bf16 = ([m["loss"] for m in read_metrics(runs[n], "trainer")] for n in ("fp32", "bf16"))
-    assert bf16 == pytest.approx(fp32, rel=0.05, abs=5e-3), "bf16 compute strays from the float32 run"
+    # The first step starts from the same weights; after it, two Adam steps at lr 0.01 amplify rounding
+    # (a loss near 0 then differs by more than any relative tolerance), so the later ones are bounded
+    # against the scale of the losses instead.
+    assert bf16[0] == pytest.approx(fp32[0], rel=0.01), "bf16 compute strays from the float32 run"
+    scale = max(map(abs, fp32))
+    assert bf16 == pytest.approx(fp32, abs=0.05 * scale), "bf16 training strays from the float32 run"
     assert bf16 != pytest.approx(fp32, rel=1e-6, abs=1e-7), "the bf16 run computed in float32"
     weights = _weights(runs["bf16"])
     assert all(t.dtype == torch.float32 for t in weights.values()), "master weights must stay float32"
