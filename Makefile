@@ -18,10 +18,11 @@ GPU_TAGS := --python-version 3.12 --implementation cp --abi cp312 --only-binary=
 
 .PHONY: run test lint format bench clean vllm trl bwrap gpu-wheels gpu-check-dry
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml examples/verifiers-reverse-text/pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e ".[dev,verifiers]"
+	$(BIN)/pip install --quiet --no-deps -e examples/verifiers-reverse-text
 	touch $(STAMP)
 
 run: $(STAMP)
@@ -76,17 +77,17 @@ define fill_wheels
 endef
 
 test: $(STAMP) $(VLLM_STAMP) bwrap
-	$(BIN)/ruff check src tests benchmarks
-	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks examples
+	$(BIN)/ruff format --check src tests benchmarks examples
 	$(BIN)/lint-imports
 	$(BIN)/pytest -q
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks examples
 	$(BIN)/lint-imports
 
 format: $(STAMP)
-	$(BIN)/ruff format src tests benchmarks
+	$(BIN)/ruff format src tests benchmarks examples
 
 bench: $(STAMP) $(VLLM_STAMP)
 	$(BIN)/python benchmarks/inference_throughput.py

@@ -65,8 +65,9 @@ class Command:
     """Turns the command's positional words and short flags into `--key value` overrides."""
     check: Callable[[Any, list[str]], str | None] | None = None
     """Why the config lacks something the command needs (printed with the usage, exit 2); None when not."""
-    resolves_models: bool = True
-    """Whether a built-in model name is built and replaced by its dir before the command runs."""
+    resolves_models: bool | Callable[[Any], bool] = True
+    """Whether a built-in model name is built and replaced by its dir before the command runs (a function
+    of the config when it depends on it)."""
 
 
 def _needs(field: str, what: str) -> Callable[[Any, list[str]], str | None]:
@@ -111,8 +112,9 @@ COMMANDS: dict[str, Command] = {
         "run an environment against a model: asyncrl eval ENV [options]",
         f"asyncrl eval ENV {OPTIONS}",
         _first_word_as("env"),
-        # With --base-url the model is a served name; without, eval's own server resolves it.
-        resolves_models=False,
+        # With --base-url the model is a served name; without, a built-in one is resolved, for the server
+        # eval starts and for the tokenizer of verifiers' renderers.
+        resolves_models=lambda config: config.base_url is None,
     ),
     "env list": Command(
         EnvListConfig,
@@ -232,7 +234,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     def work() -> object:
-        if not command.resolves_models:
+        resolves = command.resolves_models
+        if not (resolves(config) if callable(resolves) else resolves):
             return _load(command.run)(config)
         from asyncrl.builtin_models import resolve_builtin_models  # loads torch: only commands that run pay
 

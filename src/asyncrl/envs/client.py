@@ -67,6 +67,9 @@ class ModelClient:
     """Bearer token of the server's routes (default: $ASYNCRL_API_KEY)."""
     admin_key: str | None = None
     """Bearer token of its admin route, /update_weights (default: $ASYNCRL_ADMIN_KEY)."""
+    serving_version: int = 0
+    """The newest weights version this server took through `/update_weights` here: it serves that policy or
+    a newer one from then on."""
     _session: aiohttp.ClientSession | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
@@ -133,6 +136,8 @@ class ModelClient:
                 problem = f"{type(e).__name__}: {e}"
             else:
                 if status < 400:
+                    if path == "/update_weights":
+                        self.serving_version = max(self.serving_version, body["version"])
                     return json.loads(text)
                 if status < 500:
                     raise ModelRequestError(

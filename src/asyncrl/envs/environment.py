@@ -16,6 +16,9 @@ from asyncrl.envs.client import ChatTurn, ModelClient
 from asyncrl.envs.parsers import Parser
 from asyncrl.envs.rubric import Rubric
 
+TokenSample = tuple[list[int], list[bool], list[float]]
+"""Token ids, the mask of generated tokens, and each token's inference logprob."""
+
 
 @dataclass
 class Rollout:
@@ -29,26 +32,30 @@ class Rollout:
     metrics: dict[str, float] = field(default_factory=dict)
     score_s: float = 0.0
     """Seconds its rubric took to score it."""
+    error: str | None = None
+    """Why the rollout failed (an environment that raised, hung or left nothing to train on): it has no
+    turns, and its group is left out of training."""
 
     @property
     def policy_version(self) -> int:
         """The oldest policy that generated a token of this rollout."""
         return min((t.policy_version for t in self.turns), default=0)
 
-    def token_sample(self) -> tuple[list[int], list[bool], list[float]]:
-        """The rollout as one token sequence: ids, a mask that is True on generated tokens only, and each
-        token's inference logprob (0 off the mask). Each turn's prompt must extend the tokens before it."""
-        ids: list[int] = []
-        mask: list[bool] = []
-        logprobs: list[float] = []
+    def token_samples(self) -> list[TokenSample]:
+        """The rollout as training sequences: ids, a mask that is True on generated tokens only, and each
+        token's inference logprob (0 off the mask). Turns whose prompt extends the tokens before it join
+        that sequence; a turn whose prompt does not (a history re-rendered differently, a branch of a
+        verifiers trace) starts a new one."""
+        samples: list[TokenSample] = []
         for turn in self.turns:
-            if turn.prompt_token_ids[: len(ids)] != ids:
-                raise ValueError("a turn's prompt does not extend the previous tokens")
+            if not samples or turn.prompt_token_ids[: len(samples[-1][0])] != samples[-1][0]:
+                samples.append(([], [], []))
+            ids, mask, logprobs = samples[-1]
             added = turn.prompt_token_ids[len(ids) :]
             ids += added + turn.token_ids
             mask += [False] * len(added) + [True] * len(turn.token_ids)
             logprobs += [0.0] * len(added) + turn.logprobs
-        return ids, mask, logprobs
+        return samples
 
 
 class Environment(abc.ABC):
@@ -62,6 +69,14 @@ class Environment(abc.ABC):
         self.dataset = list(dataset)
         self.rubric = rubric
         self.parser = parser or rubric.parser
+
+    async def __aenter__(self) -> Environment:
+        """Start what rollouts need beyond the model (verifiers' env servers); asyncrl's own need nothing."""
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        """Stop what `__aenter__` started."""
+        return None
 
     @abc.abstractmethod
     async def rollout(self, client: ModelClient, task: dict[str, Any], sampling: dict[str, Any]) -> Rollout:

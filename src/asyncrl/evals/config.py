@@ -8,6 +8,8 @@ from pydantic import Field
 
 from asyncrl.config import ModelConfig, OutputDir, SamplingConfig
 from asyncrl.config_loader import BaseConfig
+from asyncrl.envs.sources import EnvSource
+from asyncrl.envs.verifiers.config import VerifiersConfig
 from asyncrl.inference.config import InferenceConfig
 
 
@@ -15,10 +17,18 @@ class EvalConfig(BaseConfig):
     """`asyncrl eval ENV`: run an environment against a model and report its rewards."""
 
     env: str = "reverse-text"
-    """Environment name (`asyncrl env list`); also the first positional argument."""
+    """Environment name (`asyncrl env list`), or a verifiers taskset id with --source verifiers; also the
+    first positional argument."""
 
     env_args: dict[str, Any] = {}
-    """Keyword arguments of the environment's load_environment, as JSON: --env-args '{"seed": 1}'."""
+    """Keyword arguments of the environment's load_environment (or the taskset's config fields), as JSON:
+    --env-args '{"seed": 1}'."""
+
+    source: EnvSource = "builtin"
+    """Where the environment comes from: "builtin" (asyncrl's own and plugins) or "verifiers"."""
+
+    verifiers: VerifiersConfig = VerifiersConfig()
+    """How verifiers episodes run (--source verifiers)."""
 
     base_url: str | None = None
     """An OpenAI-compatible server (e.g. http://host:8000/v1) whose model `model.path` names; without

@@ -14,7 +14,7 @@ from tqdm import tqdm
 
 from asyncrl.envs.client import ModelClient
 from asyncrl.envs.environment import Environment, Rollout
-from asyncrl.envs.registry import load_environment
+from asyncrl.envs.sources import open_environment
 from asyncrl.errors import UserError
 from asyncrl.evals.config import EvalConfig
 from asyncrl.inference.server_process import InferenceServerProcess
@@ -40,6 +40,7 @@ def rollout_record(example: int, rollout: Rollout) -> dict[str, Any]:
         "metrics": rollout.metrics,
         "tokens": sum(len(t.token_ids) for t in rollout.turns),
         "finish_reason": rollout.turns[-1].finish_reason if rollout.turns else None,
+        "error": rollout.error,
     }
 
 
@@ -50,6 +51,7 @@ def summarize(records: list[dict[str, Any]], rollouts_per_example: int, threshol
     metric_names = sorted({name for r in records for name in r["metrics"]})
     summary: dict[str, Any] = {
         "rollouts": len(records),
+        "errors": sum(r["error"] is not None for r in records),
         "examples": len(by_example),
         "reward_mean": sum(r["reward"] for r in records) / max(1, len(records)),
         "metrics": {
@@ -103,22 +105,27 @@ def format_summary(summary: dict[str, Any]) -> str:
     lines += [f"{name:<24}{value:.4f}" for name, value in summary["metrics"].items()]
     lines += [f"{'pass@' + k:<24}{value:.4f}" for k, value in summary["pass_at_k"].items()]
     lines.append(f"{'rollouts':<24}{summary['rollouts']} ({summary['examples']} examples)")
+    if summary["errors"]:
+        lines.append(f"{'failed rollouts':<24}{summary['errors']} (reward 0; see `error` in results.jsonl)")
     return "\n".join(lines)
 
 
 async def _evaluate(
     env: Environment, config: EvalConfig, base_url: str, results: Path
 ) -> list[dict[str, Any]]:
-    async with ModelClient(
-        base_url, config.model.path, retries=config.retries, api_key=config.api_key
-    ) as client:
-        return await run_rollouts(env, client, config, results)
+    async with (
+        env,
+        ModelClient(base_url, config.model.served_name, retries=config.retries, api_key=config.api_key) as c,
+    ):
+        return await run_rollouts(env, c, config, results)
 
 
 def run_eval(config: EvalConfig) -> Path:
     """Evaluate and write results.jsonl and summary.json; returns the output dir."""
-    env = load_environment(config.env, **config.env_args)
     out = config.output_dir or Path("runs") / "eval" / f"{config.env}-{time.strftime('%Y%m%d-%H%M%S')}"
+    env = open_environment(
+        config.source, config.env, config.env_args, config.verifiers, str(config.model.path), out / "logs"
+    )
     earlier = [name for name in ("results.jsonl", "summary.json") if (out / name).exists()]
     if earlier:
         raise EvalOutputExistsError(

@@ -10,15 +10,24 @@ from pydantic import Field, model_validator
 from asyncrl.broadcast.config import WeightSourcesConfig
 from asyncrl.config import ModelConfig, OutputDir, SamplingConfig
 from asyncrl.config_loader import BaseConfig
+from asyncrl.envs.sources import EnvSource
+from asyncrl.envs.verifiers.config import VerifiersConfig
 from asyncrl.toploc.config import ToplocConfig
 
 
 class EnvSpec(BaseConfig):
+    source: EnvSource = "builtin"
+    """Where the environment comes from: "builtin" (asyncrl's own and plugins, `asyncrl env list`) or
+    "verifiers" (a verifiers v1 taskset, `name` its id)."""
+
     name: str = "reverse-text"
-    """Environment name (`asyncrl env list`)."""
+    """Environment name (`asyncrl env list`), or the verifiers taskset id."""
 
     args: dict[str, Any] = {}
-    """Keyword arguments of its load_environment."""
+    """Keyword arguments of its load_environment, or the taskset's config fields."""
+
+    verifiers: VerifiersConfig = VerifiersConfig()
+    """How verifiers episodes run (source = "verifiers")."""
 
 
 class ClientConfig(BaseConfig):
@@ -138,6 +147,12 @@ class OrchestratorConfig(BaseConfig):
         if self.batch_size % self.group_size:
             raise ValueError(
                 f"batch_size {self.batch_size} must be a multiple of group_size {self.group_size}"
+            )
+        if self.env.source == "verifiers" and self.verify.proofs:
+            # verifiers' renderers client hands back tokens and logprobs only, not the server's proofs.
+            raise ValueError(
+                "TOPLOC checks (verify.fraction, verify.rollouts_file) need asyncrl's own environments: "
+                "verifiers episodes do not carry the proofs"
             )
         return self
 

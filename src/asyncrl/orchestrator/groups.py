@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from asyncrl.envs.environment import Environment, Rollout
+from asyncrl.errors import UserError
 from asyncrl.orchestrator.advantages import group_advantages
 from asyncrl.orchestrator.config import OrchestratorConfig
 from asyncrl.orchestrator.pool import InferencePool
@@ -22,8 +23,14 @@ from asyncrl.orchestrator.weights import WeightWatcher
 from asyncrl.transport.layout import HEARTBEAT_S
 
 log = logging.getLogger("asyncrl.orchestrator")
+FAILED_GROUPS_IN_A_ROW = 32
+"""Groups in a row with a failed rollout after which the environment counts as broken, and the run stops."""
 POLL_S = 0.2
 """How often a filling batch looks again whether newer weights let more groups start."""
+
+
+class EnvironmentBrokenError(UserError):
+    """Rollout after rollout fails: the environment is broken, not unlucky."""
 
 
 @dataclass
@@ -46,6 +53,8 @@ class BatchStats:
     dropped_zero_advantage: int = 0
     dropped_too_long: int = 0
     dropped_difficulty: int = 0
+    dropped_errors: int = 0
+    """Rollouts of groups left out because one of their rollouts failed (`Rollout.error`)."""
     rollout_seconds: float = 0.0
     scoring_s: float = 0.0
     """Seconds the rubrics took, summed over every rollout this batch received (stale ones too)."""
@@ -88,6 +97,7 @@ class GroupStream:
         self.slots = max(1, config.max_inflight // config.group_size)
         self.running: dict[asyncio.Task[Group], int] = {}
         self.finished: list[Group] = []
+        self.failed_in_a_row = 0
 
     def pending_tasks(self) -> list[int]:
         """Tasks handed out but in no batch yet: a restart must run them again."""
@@ -111,6 +121,15 @@ class GroupStream:
         stats.scoring_s += sum(r.score_s for r in group.rollouts)
         if min(r.policy_version for r in group.rollouts) < step - cfg.max_off_policy_steps:
             stats.discarded_stale += len(group.rollouts)
+            return
+        failed = [r.error for r in group.rollouts if r.error]
+        self.failed_in_a_row = self.failed_in_a_row + 1 if failed else 0
+        if self.failed_in_a_row >= FAILED_GROUPS_IN_A_ROW:
+            raise EnvironmentBrokenError(
+                f"the last {self.failed_in_a_row} groups each had a failed rollout; the last: {failed[0]}"
+            )
+        if failed:
+            stats.dropped_errors += len(group.rollouts)
             return
         stats.sampled_rewards += rewards
         stats.judged += 1

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from asyncrl.envs.registry import load_environment
+from asyncrl.envs.sources import open_environment
 from asyncrl.orchestrator.config import OrchestratorProcessConfig
 from asyncrl.orchestrator.groups import BatchStats, Group, GroupStream
 from asyncrl.orchestrator.pool import InferencePool
@@ -27,7 +27,7 @@ from asyncrl.orchestrator.tasks import TaskStream
 from asyncrl.orchestrator.verification import RolloutVerifier, write_proofs_file
 from asyncrl.orchestrator.weights import WeightWatcher
 from asyncrl.transport.batches import PROGRESS_FILE, Sample, load_progress, write_batch
-from asyncrl.transport.layout import latest_step, rollouts_root, samples_file, write_file_atomically
+from asyncrl.transport.layout import latest_step, logs_dir, rollouts_root, samples_file, write_file_atomically
 from asyncrl.transport.metrics import append_metrics
 from asyncrl.transport.status import StatusFile
 
@@ -38,12 +38,13 @@ def to_samples(groups: list[Group], temperature: float, mask_truncated: bool) ->
     samples = []
     for group in groups:
         for rollout, advantage in zip(group.rollouts, group.advantages, strict=True):
-            ids, mask, logprobs = rollout.token_sample()
-            if mask_truncated and rollout.turns and rollout.turns[-1].finish_reason == "length":
-                mask = [False] * len(mask)
-            samples.append(
-                Sample(ids, mask, [advantage] * len(ids), logprobs, rollout.policy_version, temperature)
-            )
+            truncated = mask_truncated and rollout.turns and rollout.turns[-1].finish_reason == "length"
+            for ids, mask, logprobs in rollout.token_samples():
+                if truncated:
+                    mask = [False] * len(mask)
+                samples.append(
+                    Sample(ids, mask, [advantage] * len(ids), logprobs, rollout.policy_version, temperature)
+                )
     return samples
 
 
@@ -91,7 +92,12 @@ def batch_figures(stats: BatchStats, samples: list[Sample], step: int, seconds: 
     rollouts = [r for g in stats.groups for r in g.rollouts]
     rewards = stats.sampled_rewards
     completion_tokens = sum(len(t.token_ids) for r in rollouts for t in r.turns)
-    return {
+    # The environment's own figures (its rubric's or taskset's metrics), as `env_<name>` means.
+    names = sorted({name for r in rollouts for name in r.metrics})
+    env_metrics = {
+        f"env_{n}": statistics.fmean(r.metrics[n] for r in rollouts if n in r.metrics) for n in names
+    }
+    return env_metrics | {
         "reward_mean": statistics.fmean(rewards),
         "reward_std": statistics.pstdev(rewards),
         "reward_mean_trained": statistics.fmean(r.reward for r in rollouts),
@@ -105,6 +111,7 @@ def batch_figures(stats: BatchStats, samples: list[Sample], step: int, seconds: 
         "dropped_zero_advantage": stats.dropped_zero_advantage,
         "dropped_too_long": stats.dropped_too_long,
         "dropped_difficulty": stats.dropped_difficulty,
+        "dropped_errors": stats.dropped_errors,
         "weights_wait_s": stats.weights_wait_s,
         "scoring_s": stats.scoring_s,
     }
@@ -112,7 +119,10 @@ def batch_figures(stats: BatchStats, samples: list[Sample], step: int, seconds: 
 
 async def orchestrate(config: OrchestratorProcessConfig) -> None:
     cfg, run_dir = config.orchestrator, config.output_dir
-    env = load_environment(cfg.env.name, **cfg.env.args)
+    spec = cfg.env
+    env = open_environment(
+        spec.source, spec.name, spec.args, spec.verifiers, str(config.model.path), logs_dir(run_dir)
+    )
     last = latest_step(rollouts_root(run_dir), lambda d: (d / PROGRESS_FILE).exists())
     progress = load_progress(last[1]) if last else {"step": 0, "cursor": 0}
     tasks = TaskStream(
@@ -127,7 +137,7 @@ async def orchestrate(config: OrchestratorProcessConfig) -> None:
     watcher = WeightWatcher(
         run_dir, pool, sources=cfg.weights, attempts=cfg.weights_update_attempts, status=status
     )
-    async with pool, watcher:
+    async with env, pool, watcher:
         groups = GroupStream(env, pool, tasks, watcher, cfg)
         verifier = (
             RolloutVerifier(run_dir, config.model.path, cfg.verify, cfg.sampling, config.seed)

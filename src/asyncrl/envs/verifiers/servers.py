@@ -1,0 +1,186 @@
+"""A pool of env-server worker processes (worker.py) and the episodes sent to them.
+
+Each episode goes to the least busy live worker. A worker that exits is started again; the episodes it
+was running fail at once with EpisodeError instead of hanging, as does an episode past its timeout (it is
+cancelled on the worker).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+from asyncrl.errors import UserError
+
+log = logging.getLogger("asyncrl.envs")
+RESTART_DELAY_S = 1.0
+"""Pause before a worker that exited is started again (a worker that cannot start would spin)."""
+
+
+class EnvServerStartError(UserError):
+    """An env-server worker did not start; the message carries the tail of its log."""
+
+
+class EpisodeError(Exception):
+    """An episode failed outside the environment's own error handling: its worker died, or it timed out."""
+
+
+@dataclass
+class _Worker:
+    index: int
+    log_path: Path
+    process: asyncio.subprocess.Process | None = None
+    client: Any = None
+    """The `verifiers.v1.serve.EnvClient` of this worker's address."""
+    died: asyncio.Future[int] | None = None
+    """Resolves to the exit code when the process started last exits."""
+    running: int = 0
+
+
+def _log_tail(path: Path, lines: int = 20) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "<no log>"
+
+
+class EnvServers:
+    """`workers` env-server processes serving the env `env_data` (verifiers' `env_config_data`)."""
+
+    def __init__(
+        self, env_data: dict[str, Any], workers: int, log_dir: Path, startup_timeout_s: float
+    ) -> None:
+        self.startup_timeout_s = startup_timeout_s
+        self._dir = Path(tempfile.mkdtemp(prefix="asyncrl-env-"))
+        self._config = self._dir / "env.json"
+        self._config.write_text(json.dumps({"env": env_data}))
+        log_dir.mkdir(parents=True, exist_ok=True)
+        self._workers = [_Worker(i, log_dir / f"env_worker_{i}.log") for i in range(workers)]
+        self._watchers: list[asyncio.Task[None]] = []
+        self._closing = False
+
+    async def start(self) -> None:
+        await asyncio.gather(*(self._start(w) for w in self._workers))
+        self._watchers = [asyncio.create_task(self._watch(w)) for w in self._workers]
+
+    async def _start(self, worker: _Worker) -> None:
+        from verifiers.v1.serve import EnvClient
+
+        address_file = self._dir / f"address_{worker.index}"
+        address_file.unlink(missing_ok=True)
+        with open(worker.log_path, "ab") as out:
+            worker.process = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "asyncrl.envs.verifiers.worker", str(self._config), str(address_file),
+                stdin=asyncio.subprocess.PIPE, stdout=out, stderr=out,
+            )  # fmt: skip
+        deadline = time.monotonic() + self.startup_timeout_s
+        while not address_file.exists():
+            if worker.process.returncode is not None or time.monotonic() > deadline:
+                await self._kill(worker)
+                raise EnvServerStartError(
+                    f"env-server worker {worker.index} did not start (log {worker.log_path}):\n"
+                    + _log_tail(worker.log_path)
+                )
+            await asyncio.sleep(0.05)
+        worker.client = EnvClient(address_file.read_text())
+        worker.died = asyncio.get_running_loop().create_future()
+        log.info("env-server worker %d serves at %s", worker.index, address_file.read_text())
+
+    async def _watch(self, worker: _Worker) -> None:
+        """Start the worker again whenever it exits, failing the episodes it was running."""
+        while True:
+            assert worker.process is not None
+            code = await worker.process.wait()
+            if self._closing:
+                return
+            assert worker.died is not None
+            worker.died.set_result(code)
+            log.warning(
+                "env-server worker %d exited with code %s; its %d episodes count as errors, and it is "
+                "started again. Its log ends:\n%s",
+                worker.index, code, worker.running, _log_tail(worker.log_path),
+            )  # fmt: skip
+            await self._close_client(worker)
+            while True:
+                await asyncio.sleep(RESTART_DELAY_S)
+                try:
+                    await self._start(worker)
+                    break
+                except EnvServerStartError as e:
+                    log.error("%s; trying again", e)
+
+    async def _live(self) -> list[_Worker]:
+        """The workers serving now, waiting (as long as one may take to start) while all restart."""
+        deadline = time.monotonic() + RESTART_DELAY_S + self.startup_timeout_s
+        while True:
+            live = [
+                w for w in self._workers if w.client is not None and w.died is not None and not w.died.done()
+            ]
+            if live:
+                return live
+            if time.monotonic() > deadline:
+                raise EpisodeError("no env-server worker came back (see the logs of env_worker_*)")
+            await asyncio.sleep(0.1)
+
+    async def run(self, timeout_s: float, **request: Any) -> Any:
+        """One episode (`EnvClient.run` keyword arguments) on the least busy live worker: its
+        `WireEpisode`. Raises EpisodeError when the worker dies under it or it takes over `timeout_s`."""
+        worker = min(await self._live(), key=lambda w: w.running)
+        worker.running += 1
+        episode = asyncio.create_task(worker.client.run(**request))
+        died = worker.died
+        assert died is not None
+        try:
+            done, _ = await asyncio.wait(
+                {episode, died}, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED
+            )
+            if episode in done:
+                return episode.result()
+            if died in done:
+                raise EpisodeError(f"env-server worker {worker.index} exited with code {died.result()}")
+            raise EpisodeError(f"the episode took over {timeout_s:g}s (verifiers.episode_timeout_s)")
+        finally:
+            worker.running -= 1
+            if not episode.done():
+                episode.cancel()  # EnvClient then asks the worker to cancel the rollout
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await episode
+
+    async def close(self) -> None:
+        self._closing = True
+        for watcher in self._watchers:
+            watcher.cancel()
+        await asyncio.gather(*self._watchers, return_exceptions=True)
+        await asyncio.gather(*(self._kill(w) for w in self._workers))
+        for path in self._dir.iterdir():
+            path.unlink()
+        self._dir.rmdir()
+
+    async def _close_client(self, worker: _Worker) -> None:
+        if worker.client is not None:
+            client, worker.client = worker.client, None
+            with contextlib.suppress(Exception):
+                await client.close()
+
+    async def _kill(self, worker: _Worker) -> None:
+        await self._close_client(worker)
+        process = worker.process
+        if process is None or process.returncode is not None:
+            return
+        stdin: IO[bytes] | Any = process.stdin
+        if stdin is not None:
+            stdin.close()  # the worker exits when its stdin closes
+        process.terminate()
+        try:
+            await asyncio.wait_for(process.wait(), 10)
+        except TimeoutError:
+            process.kill()
+            await process.wait()
