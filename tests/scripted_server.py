@@ -29,8 +29,8 @@ class Script:
         self.requests: list[tuple[str, dict[str, Any]]] = []
 
 
-def _app(script: Script) -> FastAPI:
-    tokenizer = load_tokenizer("tiny")
+def _app(script: Script, tokenizer_path: str) -> FastAPI:
+    tokenizer = load_tokenizer(tokenizer_path)
     app = FastAPI()
 
     def render(messages: list[dict], tools: list | None, generation: bool) -> list[int]:
@@ -76,14 +76,29 @@ def _app(script: Script) -> FastAPI:
                   "prompt_token_ids": body["prompt"], "token_ids": ids, "policy_version": 3}  # fmt: skip
         return {"choices": [choice]}
 
+    @app.get("/v1/models")
+    async def models() -> dict[str, Any]:
+        return {"object": "list", "data": [{"id": "scripted", "object": "model", "max_model_len": 2048}]}
+
+    @app.post("/inference/v1/generate")
+    async def generate(body: dict[str, Any]) -> dict[str, Any]:
+        """The token route, in the shape verifiers' renderers reads."""
+        script.requests.append(("generate", body))
+        ids, logprobs = generated(script.outputs.pop(0))
+        content = [{"token": f"token_id:{t}", "logprob": lp} for t, lp in zip(ids, logprobs, strict=True)]
+        choice = {"index": 0, "token_ids": ids, "logprobs": {"content": content}, "finish_reason": "stop"}
+        return {"request_id": "scripted", "prompt_token_ids": body["token_ids"], "choices": [choice]}
+
     return app
 
 
 @contextmanager
-def scripted_server(script: Script) -> Iterator[str]:
-    """Serve `script` on 127.0.0.1 in a thread; yields the base URL."""
+def scripted_server(script: Script, tokenizer_path: str = "tiny") -> Iterator[str]:
+    """Serve `script` on 127.0.0.1 in a thread, rendering and encoding with the tokenizer of
+    `tokenizer_path` (a model dir, or `tiny`); yields the base URL."""
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(_app(script), host="127.0.0.1", port=port, log_level="warning"))
+    app = _app(script, tokenizer_path)
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30

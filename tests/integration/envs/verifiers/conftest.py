@@ -1,5 +1,5 @@
-"""verifiers v1 packages the tests write and import: a taskset whose tasks misbehave on demand, and a
-harness that never calls the model. Env-server workers find them through PYTHONPATH."""
+"""verifiers v1 packages the tests write and import: a taskset whose tasks misbehave on demand, one with a
+tool, and a harness that never calls the model. Env-server workers find them through PYTHONPATH."""
 
 from __future__ import annotations
 
@@ -75,14 +75,80 @@ __all__ = ["SilentHarness"]
 """
 
 
+CALC = """
+import verifiers.v1 as vf
+
+from asyncrl_test_calc.toolset import CalcToolset
+
+
+class CalcData(vf.TaskData):
+    a: int
+    b: int
+
+
+class CalcTaskConfig(vf.TaskConfig):
+    tools: vf.ToolsetConfig = vf.ToolsetConfig()
+
+
+class CalcTask(vf.Task[CalcData, vf.State, CalcTaskConfig]):
+    @classmethod
+    def toolsets(cls, config):
+        return [CalcToolset(config.tools)]
+
+    @vf.reward(weight=1.0)
+    async def correct(self, trace: vf.Trace) -> float:
+        return float(trace.last_reply == str(self.data.a + self.data.b))
+
+    @vf.metric
+    async def tool_messages(self, trace: vf.Trace) -> float:
+        return float(len(trace.tool_messages))
+
+
+class CalcConfig(vf.TasksetConfig):
+    task: CalcTaskConfig = CalcTaskConfig()
+
+
+class CalcTaskset(vf.Taskset[CalcTask, CalcConfig]):
+    def load(self):
+        yield CalcTask(CalcData(prompt="What is 2 + 3? Use the tool.", a=2, b=3), self.config.task)
+
+
+__all__ = ["CalcTaskset"]
+"""
+
+CALC_TOOLSET = """
+import verifiers.v1 as vf
+
+
+class CalcToolset(vf.Toolset[vf.ToolsetConfig]):
+    TOOL_PREFIX = "calc"
+
+    @vf.tool
+    def add(self, a: int, b: int) -> int:
+        \"\"\"Add two integers.\"\"\"
+        return a + b
+
+
+if __name__ == "__main__":
+    CalcToolset.run()
+"""
+
+PACKAGES = {
+    "asyncrl_test_modes/__init__.py": MODES,
+    "asyncrl_test_silent/__init__.py": SILENT,
+    "asyncrl_test_calc/__init__.py": CALC,
+    "asyncrl_test_calc/toolset.py": CALC_TOOLSET,
+}
+
+
 @pytest.fixture(scope="session")
 def vf_packages(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """`asyncrl_test_modes` (taskset id `asyncrl-test-modes`) and `asyncrl_test_silent` (harness id
-    `asyncrl-test-silent`), importable here and in every process started from here."""
+    """The tasksets `asyncrl-test-modes` and `asyncrl-test-calc` (a tool) and the harness
+    `asyncrl-test-silent`, importable here and in every process started from here."""
     root = tmp_path_factory.mktemp("vf_packages")
-    for name, source in (("asyncrl_test_modes", MODES), ("asyncrl_test_silent", SILENT)):
-        (root / name).mkdir()
-        (root / name / "__init__.py").write_text(source)
+    for path, source in PACKAGES.items():
+        (root / path).parent.mkdir(exist_ok=True)
+        (root / path).write_text(source)
     before = os.environ.get("PYTHONPATH")
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(root), before]))
     sys.path.insert(0, str(root))
