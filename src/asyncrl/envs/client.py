@@ -155,20 +155,37 @@ class ModelClient:
     async def chat(
         self, messages: list[dict[str, Any]], sampling: dict[str, Any], tools: list[dict] | None = None
     ) -> ChatTurn:
+        return (await self.chat_choices(messages, sampling, 1, tools))[0]
+
+    async def chat_choices(
+        self,
+        messages: list[dict[str, Any]],
+        sampling: dict[str, Any],
+        n: int,
+        tools: list[dict] | None = None,
+    ) -> list[ChatTurn]:
+        """`n` independent answers to `messages` from one request, in choice order."""
         body: dict[str, Any] = {
             "model": self.model,
             "messages": messages,
             "logprobs": True,
             "return_token_ids": True,
             **sampling,
+            "n": n,
         }
         if tools:
             body["tools"] = tools
         answer = await self.post("/v1/chat/completions", body)
-        choice = _parse(ChatCompletionResponse, answer, "/v1/chat/completions").choices[0]
-        content = (choice.logprobs.content if choice.logprobs else None) or []
-        message = {k: v for k, v in choice.message.items() if v is not None}
-        return _turn(choice, message, choice.prompt_token_ids or [], [item.logprob for item in content])
+        choices = sorted(_parse(ChatCompletionResponse, answer, "/v1/chat/completions").choices, key=_index)
+        if len(choices) != n:
+            raise ModelRequestError(f"{self.base_url} answered {len(choices)} choices to a request for {n}")
+        turns = []
+        for choice in choices:
+            content = (choice.logprobs.content if choice.logprobs else None) or []
+            message = {k: v for k, v in choice.message.items() if v is not None}
+            prompt_ids = choice.prompt_token_ids or []
+            turns.append(_turn(choice, message, prompt_ids, [item.logprob for item in content]))
+        return turns
 
     async def tokenize(
         self, messages: list[dict[str, Any]], tools: list[dict] | None, add_generation_prompt: bool
@@ -198,6 +215,10 @@ class ModelClient:
         logprobs = [lp or 0.0 for lp in choice.logprobs.token_logprobs] if choice.logprobs else []
         turn = _turn(choice, {}, choice.prompt_token_ids or prompt_token_ids, logprobs)
         return choice.text, turn
+
+
+def _index(choice: ChatChoice) -> int:
+    return choice.index
 
 
 def _turn(

@@ -8,6 +8,7 @@ re-tokenisation of decoded text.
 from __future__ import annotations
 
 import abc
+import asyncio
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -84,8 +85,19 @@ class Environment(abc.ABC):
 
     async def run(self, client: ModelClient, task: dict[str, Any], sampling: dict[str, Any]) -> Rollout:
         """A scored rollout of `task`."""
-        rollout = await self.rollout(client, task, sampling)
+        return await self.score(await self.rollout(client, task, sampling))
+
+    async def run_group(
+        self, client: ModelClient, task: dict[str, Any], sampling: dict[str, Any], n: int
+    ) -> list[Rollout]:
+        """`n` scored rollouts of `task` (a group); environments whose rollouts can share one request
+        override it."""
+        return list(await asyncio.gather(*(self.run(client, task, sampling) for _ in range(n))))
+
+    async def score(self, rollout: Rollout) -> Rollout:
+        """`rollout` with its rubric's reward and metrics."""
         start = time.perf_counter()
+        task = rollout.task
         score = await self.rubric.score(
             rollout.prompt, rollout.completion, task.get("answer"), rollout.state, task
         )
@@ -100,3 +112,16 @@ class SingleTurnEnv(Environment):
     async def rollout(self, client: ModelClient, task: dict[str, Any], sampling: dict[str, Any]) -> Rollout:
         turn = await client.chat(task["prompt"], sampling)
         return Rollout(task=task, prompt=task["prompt"], completion=[turn.message], turns=[turn])
+
+    async def run_group(
+        self, client: ModelClient, task: dict[str, Any], sampling: dict[str, Any], n: int
+    ) -> list[Rollout]:
+        """The group as one request for `n` choices: the server renders and prefills the prompt once, and
+        one HTTP exchange carries four rollouts instead of one. A subclass with its own `rollout` keeps one
+        request per rollout."""
+        if type(self).rollout is not SingleTurnEnv.rollout:
+            return await super().run_group(client, task, sampling, n)
+        turns = await client.chat_choices(task["prompt"], sampling, n)
+        prompt = task["prompt"]
+        rollouts = [Rollout(task=task, prompt=prompt, completion=[t.message], turns=[t]) for t in turns]
+        return list(await asyncio.gather(*map(self.score, rollouts)))

@@ -69,9 +69,7 @@ async def run_group(
     sampling = config.sampling.model_dump()
     if config.verify.proofs:
         sampling["toploc"] = True
-    rollouts = await asyncio.gather(
-        *(pool.run(lambda client: env.run(client, task, sampling)) for _ in range(config.group_size))
-    )
+    rollouts = await pool.run(lambda client: env.run_group(client, task, sampling, config.group_size))
     advantages = group_advantages([r.reward for r in rollouts], config.normalize_advantages)
     return Group(task_index, list(rollouts), advantages, time.perf_counter() - start)
 

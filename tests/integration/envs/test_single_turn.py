@@ -49,3 +49,24 @@ def test_every_built_in_environment_runs_against_the_tiny_model(server, name):
         assert rollout.turns and rollout.metrics
         [(ids, mask, _)] = rollout.token_samples()
         assert sum(mask) == sum(len(t.token_ids) for t in rollout.turns)
+
+
+def test_a_single_turn_group_is_one_request_for_n_choices_each_a_scored_rollout(server):
+    env = load_environment("reverse-text", num_examples=1, seed=3)
+    task = env.dataset[0]
+
+    async def main():
+        async with ModelClient(server.url, "tiny") as client:
+            before = await client.engine_counters()
+            rollouts = await env.run_group(client, task, {"max_tokens": 12, "temperature": 1.0}, 4)
+            return rollouts, before, await client.engine_counters()
+
+    rollouts, before, after = asyncio.run(main())
+    assert len(rollouts) == 4 and len({tuple(r.turns[0].token_ids) for r in rollouts}) > 1
+    prompt = rollouts[0].turns[0].prompt_token_ids
+    # The server saw the prompt once: one request, four choices.
+    assert after["prompt_tokens"] - before["prompt_tokens"] == len(prompt)
+    assert after["sequences_finished"] - before["sequences_finished"] == 4
+    for rollout in rollouts:
+        assert rollout.turns[0].prompt_token_ids == prompt and rollout.task is task
+        assert set(rollout.metrics) == {"lcs_ratio"} and 0.0 <= rollout.reward <= 1.0
