@@ -67,7 +67,8 @@ def run_asyncrl(seed: int, steps: int, out: Path) -> dict:
     subprocess.run(command, check=True, capture_output=True)
     batches, trainer = read_metrics(run, "orchestrator"), read_metrics(run, "trainer")
     sampled = [b["rollouts_trained"] + b["dropped_zero_advantage"] + b["dropped_too_long"]
-               + b["dropped_difficulty"] + b["discarded_stale"] for b in batches]  # fmt: skip
+               + b["dropped_difficulty"] + b["dropped_errors"] + b["discarded_stale"]
+               for b in batches]  # fmt: skip
     # Completion tokens of every sampled rollout: the batch's (trained ones) scaled to all it sampled.
     previous = [launched] + [b["time"] for b in batches[:-1]]
     generated = [b["tokens_per_s"] * (b["time"] - t) * n / b["rollouts_trained"]
