@@ -329,3 +329,29 @@ def test_answers_parse_with_the_apis_response_models_as_the_model_client_reads_t
     )
     tokens = httpx.post(f"{server.url}/tokenize", json={"model": "tiny", "prompt": "ab"}, timeout=60).json()
     assert TokenizeResponse.model_validate(tokens).tokens == [97, 98]
+
+
+def test_chat_completions_tokens_generates_from_the_given_prompt_ids(server, client):
+    """prime-rl's route as verifiers' 2025 token client posts to it (openai's `post`, `tokens` in the body):
+    the prompt is `tokens`, exactly, not a rendering of `messages`."""
+    from openai.types.chat import ChatCompletion
+
+    rendered = httpx.post(f"{server.url}/tokenize", json={"model": "tiny", "messages": CHAT}).json()["tokens"]
+    sampling = {"max_completion_tokens": 10, "temperature": 1.0, "seed": 5, "logprobs": True}
+    extra = {"return_token_ids": True}
+    by_messages = client.chat.completions.create(model="tiny", messages=CHAT, **sampling, extra_body=extra)
+    body = {"model": "tiny", "messages": CHAT, "tokens": rendered, **sampling, **extra}
+    by_tokens = client.post("/chat/completions/tokens", body=body, cast_to=ChatCompletion)
+    same, given = by_messages.choices[0].model_dump(), by_tokens.choices[0].model_dump()
+    assert given["prompt_token_ids"] == rendered
+    assert given["token_ids"] == same["token_ids"]
+    assert given["message"]["content"] == same["message"]["content"]
+    assert len(given["logprobs"]["content"]) == len(given["token_ids"])
+
+    other = rendered[:-3] + list(b"xyz") + rendered[-3:]  # not what `messages` renders to
+    out = client.post("/chat/completions/tokens", body={**body, "tokens": other}, cast_to=ChatCompletion)
+    assert out.choices[0].model_dump()["prompt_token_ids"] == other
+
+    for tokens, says in (([10**9], "outside the vocabulary"), ([], "tokens")):
+        answer = httpx.post(f"{server.url}/v1/chat/completions/tokens", json={**body, "tokens": tokens})
+        assert answer.status_code == 400 and says in answer.text

@@ -82,6 +82,14 @@ class ChatCompletionRequest(_Request):
     continue_final_message: bool = False
 
 
+class ChatCompletionTokensRequest(ChatCompletionRequest):
+    """prime-rl's `/v1/chat/completions/tokens`, which verifiers' 2025 token client posts from the second
+    turn on: `tokens` is the prompt as the model must see it (earlier turns exactly as sampled, then the
+    environment's reply as the chat template renders it); `messages` and `tools` only shape the answer."""
+
+    tokens: list[int] = Field(min_length=1)
+
+
 class TokenizeRequest(BaseModel):
     model_config = ConfigDict(extra="allow")
 

@@ -16,6 +16,7 @@ from asyncrl.broadcast.errors import BroadcastError
 from asyncrl.inference.api.protocol import (
     APIError,
     ChatCompletionRequest,
+    ChatCompletionTokensRequest,
     CompletionRequest,
     GenerateRequest,
     TokenizeRequest,
@@ -109,6 +110,19 @@ async def chat_completions(request: ChatCompletionRequest, raw: Request) -> Resp
     prompt = model.render_chat(
         request.messages, request.tools, request.add_generation_prompt, request.continue_final_message
     )
+    return await _chat(model, request, list(prompt), raw)
+
+
+@router.post("/v1/chat/completions/tokens")
+async def chat_completions_tokens(request: ChatCompletionTokensRequest, raw: Request) -> Response:
+    """A chat completion whose prompt is given as token ids (`tokens`), not rendered from `messages`."""
+    model = served(raw)
+    model.check_model(request.model)
+    model.check_choices(request.n)
+    return await _chat(model, request, model.check_token_ids(request.tokens, "tokens"), raw)
+
+
+async def _chat(model: Served, request: ChatCompletionRequest, prompt: list[int], raw: Request) -> Response:
     max_tokens = request.max_completion_tokens or request.max_tokens
     top = (request.top_logprobs or 0) if request.logprobs else 0
     params = [model.sampling_params(request, len(prompt), max_tokens, top)]
@@ -120,7 +134,7 @@ async def chat_completions(request: ChatCompletionRequest, raw: Request) -> Resp
         model.reasoning_parser,
         toploc=params[0].toploc,
     )
-    return await respond(raw, model.backend, shape, model.name, [list(prompt)], params)
+    return await respond(raw, model.backend, shape, model.name, [prompt], params)
 
 
 @router.post("/inference/v1/generate")
