@@ -52,3 +52,19 @@ def test_attention_memory_grows_linearly_with_the_row_not_quadratically():
     small, large = largest(2048), largest(8192)
     assert large <= 4.5 * small, (small, large)  # 4x the row: a dense mask would take 16x
     assert large < 8192 * 8192, "nothing of size L^2 exists"
+
+
+def test_bfloat16_on_the_cpu_attends_in_float32_and_answers_in_bfloat16():
+    torch.manual_seed(1)
+    length = 40
+    query = torch.randn(1, 4, length, 8, dtype=torch.bfloat16, requires_grad=True)
+    key, value = (torch.randn(1, 2, length, 8, dtype=torch.bfloat16, requires_grad=True) for _ in "kv")
+    layout = _layout(length, 1024)
+    got, _ = packed_attention(torch.nn.Module(), query, key, value, None, packed_layout=layout)
+    inputs = [t.detach().float().requires_grad_() for t in (query, key, value)]
+    want, _ = packed_attention(torch.nn.Module(), *inputs, None, packed_layout=layout)
+    assert got.dtype == torch.bfloat16 and torch.equal(got, want.to(torch.bfloat16))
+    got.float().sum().backward()
+    want.sum().backward()
+    for low, high in zip((query, key, value), inputs, strict=True):
+        assert low.grad.dtype == torch.bfloat16 and torch.equal(low.grad, high.grad.to(torch.bfloat16))
