@@ -10,14 +10,13 @@ from math import comb
 from pathlib import Path
 from typing import Any
 
-from tqdm import tqdm
-
 from asyncrl.envs.client import ModelClient
 from asyncrl.envs.environment import Environment, Rollout
 from asyncrl.envs.sources import open_environment
 from asyncrl.errors import UserError
 from asyncrl.evals.config import EvalConfig
 from asyncrl.inference.server_process import InferenceServerProcess
+from asyncrl.progress import progress_bar
 
 
 class EvalOutputExistsError(UserError):
@@ -81,7 +80,7 @@ async def run_rollouts(
     sampling = config.sampling.model_dump()
     gate = asyncio.Semaphore(config.max_concurrent)
     records: list[dict[str, Any]] = []
-    progress = tqdm(total=len(jobs), desc=f"eval {config.env}", unit="rollout")
+    progress = progress_bar(len(jobs), f"eval {config.env}", unit="rollout")
 
     async def one(example: int, task: dict[str, Any]) -> None:
         async with gate:

@@ -28,6 +28,7 @@ from asyncrl.launcher.config import RLConfig
 from asyncrl.launcher.errors import ChildFailedError
 from asyncrl.launcher.report import write_report
 from asyncrl.network import secret
+from asyncrl.progress import progress_bar
 from asyncrl.transport.layout import (
     HEARTBEAT_S,
     DiskFullError,
@@ -218,7 +219,7 @@ def run_rl(config: RLConfig) -> None:
 
         children = [Child("inference", restart_server, running=server.process)]
         children += [Child(name, starter(name)) for name in ("trainer", "orchestrator")]
-        bar = tqdm(total=config.max_steps, desc="rl", unit="step")
+        bar = progress_bar(config.max_steps, "rl", unit="step")
         last_step, last_progress, last_report = 0, time.monotonic(), 0.0
         try:
             while True:

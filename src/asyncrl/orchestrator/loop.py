@@ -17,8 +17,6 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from tqdm import tqdm
-
 from asyncrl.envs.sources import open_environment
 from asyncrl.orchestrator.config import OrchestratorProcessConfig
 from asyncrl.orchestrator.groups import BatchStats, Group, GroupStream
@@ -26,6 +24,7 @@ from asyncrl.orchestrator.pool import InferencePool
 from asyncrl.orchestrator.tasks import TaskStream
 from asyncrl.orchestrator.verification import RolloutVerifier, write_proofs_file
 from asyncrl.orchestrator.weights import WeightWatcher
+from asyncrl.progress import progress_bar
 from asyncrl.transport.batches import PROGRESS_FILE, Sample, load_progress, write_batch
 from asyncrl.transport.layout import latest_step, logs_dir, rollouts_root, samples_file, write_file_atomically
 from asyncrl.transport.metrics import append_metrics
@@ -144,7 +143,7 @@ async def orchestrate(config: OrchestratorProcessConfig) -> None:
             if cfg.verify.fraction
             else None
         )
-        bar = tqdm(total=config.max_steps, initial=progress["step"], desc="orchestrator")
+        bar = progress_bar(config.max_steps, "orchestrator", progress["step"], "step")
         engine_time = EngineTime(pool)
         await engine_time.figures()
         started = time.perf_counter()

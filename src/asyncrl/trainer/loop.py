@@ -7,9 +7,9 @@ import time
 from pathlib import Path
 
 import torch
-from tqdm import tqdm
 
 from asyncrl.models import load_tokenizer
+from asyncrl.progress import progress_bar
 from asyncrl.trainer.checkpoint import resume, save_checkpoint
 from asyncrl.trainer.config import TrainerConfig, TrainerProcessConfig
 from asyncrl.trainer.distributed import init_distributed
@@ -56,7 +56,7 @@ def train(config: TrainerProcessConfig) -> None:
     step = resume(run_dir, config.resume, model, optimizers, ranks) or 0
 
     status = StatusFile(run_dir, "trainer" if ranks.is_main else f"trainer-rank{ranks.rank}")
-    progress = tqdm(total=config.max_steps, initial=step, desc="trainer", disable=not ranks.is_main)
+    progress = progress_bar(config.max_steps, "trainer", step, "step", disable=not ranks.is_main)
     checkpoint_s = 0.0
     while step < config.max_steps:
         step += 1

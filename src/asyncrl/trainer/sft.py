@@ -8,9 +8,9 @@ import random
 import time
 
 import torch
-from tqdm import tqdm
 
 from asyncrl.models import load_tokenizer
+from asyncrl.progress import progress_bar
 from asyncrl.trainer.checkpoint import resume, save_checkpoint
 from asyncrl.trainer.config import SFTProcessConfig, TrainerConfig
 from asyncrl.trainer.distributed import Ranks, all_reduce_sum, init_distributed
@@ -79,7 +79,7 @@ def run_sft(config: SFTProcessConfig) -> None:
         if ranks.is_main:
             append_metrics(run_dir, "sft", 0, {"eval_loss": initial})
 
-    progress = tqdm(total=total_steps, initial=step, desc="sft", disable=not ranks.is_main)
+    progress = progress_bar(total_steps, "sft", step, "step", disable=not ranks.is_main)
     while step < total_steps:
         step += 1
         start = time.perf_counter()

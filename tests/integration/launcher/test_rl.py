@@ -52,6 +52,11 @@ def test_rl_runs_the_three_processes_and_writes_the_run_dir(tmp_path):
         assert all(last[name] >= 0 for name in names), last
     assert read_metrics(run, "trainer")[-1]["forward_backward_s"] > 0
     assert read_metrics(run, "orchestrator")[-1]["inference_decode_s"] > 0
+    # Output that is no terminal gets progress lines, never a bar's carriage-return redraws.
+    logs = {p.name: p.read_text() for p in (run / "logs").glob("*.log")}
+    assert {"trainer.log", "orchestrator.log"} <= set(logs)
+    assert not [name for name, text in logs.items() if "\r" in text] and "\r" not in result.stderr
+    assert "trainer: 3/3 step" in logs["trainer.log"] and "/3 step" in result.stderr
 
     again = _rl("--output-dir", str(run), "--max-steps", "3")
     assert again.returncode == 1 and "--resume true" in again.stderr
