@@ -88,7 +88,12 @@ def test_an_interrupted_run_stops_every_process_and_resumes_where_it_stopped(tmp
                "--output-dir", str(run), "--max-steps", str(INTERRUPTED_STEPS),
                "--trainer.checkpoint.interval", "1",
                "--trainer.retention.rollouts", "all"]  # every batch stays, to be counted  # fmt: skip
-    launcher = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # A suite started as a background job inherits SIGINT ignored (shells ignore it for background jobs),
+    # and the launcher would too: give it the default, as a terminal's Ctrl-C would find it.
+    default_sigint = lambda: signal.signal(signal.SIGINT, signal.SIG_DFL)  # noqa: E731
+    launcher = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=default_sigint
+    )
     deadline = time.monotonic() + 600
     while not _serving(port):
         assert launcher.poll() is None and time.monotonic() < deadline, "the server never came up"
