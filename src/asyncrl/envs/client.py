@@ -11,6 +11,7 @@ import asyncio
 import json
 import logging
 from dataclasses import dataclass, field
+from operator import attrgetter
 from typing import Any, TypeVar
 
 import aiohttp
@@ -176,7 +177,8 @@ class ModelClient:
         if tools:
             body["tools"] = tools
         answer = await self.post("/v1/chat/completions", body)
-        choices = sorted(_parse(ChatCompletionResponse, answer, "/v1/chat/completions").choices, key=_index)
+        parsed = _parse(ChatCompletionResponse, answer, "/v1/chat/completions")
+        choices = sorted(parsed.choices, key=attrgetter("index"))
         if len(choices) != n:
             raise ModelRequestError(f"{self.base_url} answered {len(choices)} choices to a request for {n}")
         turns = []
@@ -215,10 +217,6 @@ class ModelClient:
         logprobs = [lp or 0.0 for lp in choice.logprobs.token_logprobs] if choice.logprobs else []
         turn = _turn(choice, {}, choice.prompt_token_ids or prompt_token_ids, logprobs)
         return choice.text, turn
-
-
-def _index(choice: ChatChoice) -> int:
-    return choice.index
 
 
 def _turn(

@@ -121,7 +121,7 @@ class SingleTurnEnv(Environment):
         request per rollout."""
         if type(self).rollout is not SingleTurnEnv.rollout:
             return await super().run_group(client, task, sampling, n)
-        turns = await client.chat_choices(task["prompt"], sampling, n)
         prompt = task["prompt"]
+        turns = await client.chat_choices(prompt, sampling, n)
         rollouts = [Rollout(task=task, prompt=prompt, completion=[t.message], turns=[t]) for t in turns]
         return list(await asyncio.gather(*map(self.score, rollouts)))

@@ -6,9 +6,10 @@ import asyncio
 
 import pytest
 
-from asyncrl.envs.client import ModelClient
+from asyncrl.envs.client import ModelClient, ModelRequestError
 from asyncrl.envs.registry import load_environment
 from asyncrl.models import load_tokenizer
+from tests.scripted_server import Script, scripted_server
 
 
 def test_a_rollout_keeps_the_servers_token_ids_and_logprobs(server):
@@ -70,3 +71,15 @@ def test_a_single_turn_group_is_one_request_for_n_choices_each_a_scored_rollout(
     for rollout in rollouts:
         assert rollout.turns[0].prompt_token_ids == prompt and rollout.task is task
         assert set(rollout.metrics) == {"lcs_ratio"} and 0.0 <= rollout.reward <= 1.0
+
+
+def test_a_server_answering_fewer_choices_than_asked_is_a_clear_error():
+    env = load_environment("reverse-text", num_examples=1, seed=3)
+
+    async def main(url):
+        async with ModelClient(url, "scripted") as client:
+            await env.run_group(client, env.dataset[0], {"max_tokens": 12}, 4)
+
+    with scripted_server(Script(["olleh"])) as url, pytest.raises(ModelRequestError) as error:
+        asyncio.run(main(url))  # the scripted server answers one choice, whatever `n` asks
+    assert "answered 1 choices to a request for 4" in str(error.value)
