@@ -16,12 +16,12 @@ GPU_WHEELS := .gpu-wheels
 GPU_TAGS := --python-version 3.12 --implementation cp --abi cp312 --only-binary=:all: \
 	--platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64
 
-.PHONY: run test lint format bench clean vllm trl bwrap gpu-wheels gpu-check-dry
+.PHONY: run test lint format bench clean vllm trl bwrap chromium gpu-wheels gpu-check-dry
 
 $(STAMP): pyproject.toml examples/verifiers-reverse-text/pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e ".[dev,verifiers]"
+	$(BIN)/pip install --quiet -e ".[dev,verifiers,monitor]"
 	$(BIN)/pip install --quiet --no-deps -e examples/verifiers-reverse-text
 	touch $(STAMP)
 
@@ -57,6 +57,14 @@ bwrap:
 	    sudo=""; [ "$$(id -u)" -eq 0 ] || sudo="sudo"; \
 	    $$sudo apt-get update -q && $$sudo apt-get install -y -q bubblewrap; }
 
+# The viewer's test loads `asyncrl view` in a real headless browser: Debian's chromium, installed the same way;
+# where it cannot be had, that one test is skipped, saying so.
+chromium:
+	@command -v chromium >/dev/null || { \
+	    sudo=""; [ "$$(id -u)" -eq 0 ] || sudo="sudo"; \
+	    { $$sudo apt-get update -q && $$sudo apt-get install -y -q chromium; } || \
+	    echo "make: chromium could not be installed; the viewer's browser test will be skipped"; }
+
 # The wheels scripts/gpu_check.sh installs on the GPU machine, which has no network: what asyncrl and its
 # tests need beyond the machine's image (scripts/gpu_wheels.txt), for its Python 3.12 on x86-64. Whatever
 # the image already has (scripts/gpu_image.txt, and torch's numpy and sympy) is left out: pip keeps the
@@ -76,7 +84,7 @@ define fill_wheels
 	@du -sh $(1)
 endef
 
-test: $(STAMP) $(VLLM_STAMP) bwrap
+test: $(STAMP) $(VLLM_STAMP) bwrap chromium
 	$(BIN)/ruff check src tests benchmarks examples
 	$(BIN)/ruff format --check src tests benchmarks examples
 	$(BIN)/lint-imports

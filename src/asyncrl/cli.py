@@ -22,6 +22,7 @@ from asyncrl.orchestrator.config import OrchestratorProcessConfig
 from asyncrl.sandbox.config import SandboxExecConfig, SandboxServeConfig
 from asyncrl.toploc.config import VerifyCommandConfig
 from asyncrl.trainer.config import SFTProcessConfig, TrainerProcessConfig
+from asyncrl.viewer.config import ViewConfig
 
 DEFAULT_JOB = Path(__file__).resolve().parents[2] / "configs" / "reverse_text.toml"
 OPTIONS = "[-c FILE.toml ...] [--section.key VALUE ...]"
@@ -115,6 +116,15 @@ COMMANDS: dict[str, Command] = {
         # With --base-url the model is a served name; without, a built-in one is resolved, for the server
         # eval starts and for the tokenizer of verifiers' renderers.
         resolves_models=lambda config: config.base_url is None,
+    ),
+    "view": Command(
+        ViewConfig,
+        "asyncrl.viewer.app:serve_viewer",
+        "a live web page on a run dir: curves and rollouts",
+        "asyncrl view RUN_DIR [--port P] [--host H --token T]",
+        _first_word_as("run-dir"),
+        _needs("run_dir", "the RUN_DIR of an `asyncrl rl` run"),
+        resolves_models=False,
     ),
     "env list": Command(
         EnvListConfig,

@@ -9,6 +9,7 @@ from pydantic import Field, model_validator
 from asyncrl.config import ModelConfig, OutputDir
 from asyncrl.config_loader import BaseConfig
 from asyncrl.inference.config import InferenceConfig
+from asyncrl.monitor.config import MonitorConfig
 from asyncrl.orchestrator.config import OrchestratorConfig
 from asyncrl.trainer.config import TrainerConfig
 
@@ -55,6 +56,9 @@ class RLConfig(BaseConfig):
 
     launcher: LauncherConfig = LauncherConfig()
     """How `asyncrl rl` supervises the three processes."""
+
+    monitor: MonitorConfig = MonitorConfig()
+    """Experiment trackers the run logs to besides metrics.jsonl (W&B, TensorBoard)."""
 
     @model_validator(mode="after")
     def _weights_kept_cover_the_off_policy_window(self) -> RLConfig:

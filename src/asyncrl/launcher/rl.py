@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from pathlib import Path
 
 from tqdm import tqdm
@@ -27,6 +28,7 @@ from asyncrl.inference.server_process import InferenceServerProcess, ServerStart
 from asyncrl.launcher.config import RLConfig
 from asyncrl.launcher.errors import ChildFailedError
 from asyncrl.launcher.report import write_report
+from asyncrl.monitor.service import Monitor
 from asyncrl.network import secret
 from asyncrl.progress import progress_bar
 from asyncrl.transport.layout import (
@@ -199,7 +201,8 @@ def run_rl(config: RLConfig) -> None:
     inference = config.inference.model_copy(update={"weights_root": weights_root(run_dir)})
     inference_log = log_file(run_dir, "inference")
     server = InferenceServerProcess(config.model, inference, config.seed, inference_log, env=keys)
-    with server:
+    monitor = Monitor(run_dir, config.monitor) if config.monitor.any else nullcontext()
+    with monitor, server:
 
         def starter(name: str) -> Callable[[int], subprocess.Popen]:
             def start(restarts: int) -> subprocess.Popen:

@@ -131,8 +131,12 @@ def checkpoint_dir(run_dir: Path, step: int) -> Path:
     return step_path(checkpoints_root(run_dir), step)
 
 
+def samples_dir(run_dir: Path) -> Path:
+    return Path(run_dir) / "samples"
+
+
 def samples_file(run_dir: Path, step: int) -> Path:
-    return step_path(Path(run_dir) / "samples", step, ".jsonl")
+    return step_path(samples_dir(run_dir), step, ".jsonl")
 
 
 def proofs_file(run_dir: Path, step: int) -> Path:

@@ -1,0 +1,84 @@
+"""What a run dir gained since last time: new metrics.jsonl lines and new samples/step_<N>.jsonl files.
+
+Where the follower got to is saved in `<run dir>/monitor/position.json` after each read that found
+something, so a resumed run logs on from there rather than again from the start.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from asyncrl.transport.layout import metrics_file, samples_dir, step_number, write_file_atomically
+
+log = logging.getLogger("asyncrl.monitor")
+
+
+def monitor_dir(run_dir: Path) -> Path:
+    """Where the trackers keep their state (the follower's position, the W&B run id)."""
+    return Path(run_dir) / "monitor"
+
+
+@dataclass
+class News:
+    metrics: list[dict[str, Any]] = field(default_factory=list)
+    """New metrics lines, in file order."""
+    samples: list[tuple[int, list[dict[str, Any]]]] = field(default_factory=list)
+    """New sample files as (step, records), oldest first."""
+
+
+class RunFollower:
+    """Reads a run dir's new metrics lines and sample files, each once."""
+
+    def __init__(self, run_dir: Path, samples_every: int) -> None:
+        self.run_dir, self.samples_every = Path(run_dir), samples_every
+        self._position = monitor_dir(run_dir) / "position.json"
+        saved = json.loads(self._position.read_text()) if self._position.exists() else {}
+        self.offset: int = saved.get("metrics_offset", 0)
+        """Bytes of metrics.jsonl read so far (whole lines only)."""
+        self.samples_step: int = saved.get("samples_step", 0)
+        """The newest step whose samples were read."""
+
+    def poll(self) -> News:
+        news = News(self._new_metrics(), self._new_samples())
+        if news.metrics or news.samples:
+            position = {"metrics_offset": self.offset, "samples_step": self.samples_step}
+            write_file_atomically(self._position, json.dumps(position))
+        return news
+
+    def _new_metrics(self) -> list[dict[str, Any]]:
+        path = metrics_file(self.run_dir)
+        if not path.exists():
+            return []
+        with open(path, "rb") as f:
+            f.seek(self.offset)
+            chunk = f.read()
+        whole = chunk[: chunk.rfind(b"\n") + 1]  # a line still being written waits for the next poll
+        self.offset += len(whole)
+        rows = []
+        for line in whole.splitlines():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:  # cut short by a process killed while writing it
+                continue
+        return rows
+
+    def _new_samples(self) -> list[tuple[int, list[dict[str, Any]]]]:
+        found = []
+        for path in samples_dir(self.run_dir).glob("step_*.jsonl"):
+            step = step_number(path, ".jsonl")
+            if step is not None and step > self.samples_step and step % self.samples_every == 0:
+                found.append((step, path))
+        news = []
+        for step, path in sorted(found):
+            try:
+                records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+            except (OSError, json.JSONDecodeError) as e:  # deleted, or not written by the orchestrator
+                log.warning("skipping the samples of step %d (%s): %s", step, path, e)
+                continue
+            news.append((step, records))
+            self.samples_step = step
+        return news

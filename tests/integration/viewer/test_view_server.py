@@ -1,0 +1,126 @@
+"""`asyncrl view` as users start it: a real server on 127.0.0.1 over a run dir that changes under it."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+
+import httpx
+import pytest
+
+from asyncrl.inference.server_process import free_port
+from asyncrl.transport.layout import samples_file
+from asyncrl.transport.metrics import append_metrics
+
+
+def _run_dir(path, steps=3):
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "config.toml").write_text(f'max_steps = {steps}\n[model]\npath = "tiny"\n')
+    for step in range(1, steps + 1):
+        append_metrics(path, "orchestrator", step, {"reward_mean": step / 10, "off_policy_max": 1})
+        append_metrics(path, "trainer", step, {"loss": 1 / step})
+        samples = samples_file(path, step)
+        samples.parent.mkdir(parents=True, exist_ok=True)
+        record = {"prompt": [{"role": "user", "content": f"Reverse: text{step}"}],
+                  "completion": [{"role": "assistant", "content": f"{step}txet"}], "reward": 1.0,
+                  "policy_version": step - 1}  # fmt: skip
+        samples.write_text(json.dumps(record) + "\n")
+    return path
+
+
+VIEW = [sys.executable, "-m", "asyncrl.cli", "view"]
+
+
+def _view(*args):
+    port = free_port()
+    process = subprocess.Popen([*VIEW, *args, "--port", str(port)], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and process.poll() is None:
+        try:
+            httpx.get(url + "/api/run", timeout=1)
+            return process, url
+        except httpx.TransportError:
+            time.sleep(0.1)
+    process.kill()
+    raise AssertionError(f"asyncrl view did not start: {process.communicate()}")
+
+
+@pytest.fixture
+def viewer(tmp_path):
+    started = []
+
+    def start(*args, **kwargs):
+        started.append(_view(*args, **kwargs))
+        return started[-1][1]
+
+    yield start
+    for process, _ in started:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+def test_the_viewer_serves_the_page_the_run_its_curves_data_and_each_steps_rollouts(tmp_path, viewer):
+    url = viewer(str(_run_dir(tmp_path / "run")))
+    page = httpx.get(url + "/")
+    assert page.status_code == 200 and "static/viewer.js" in page.text
+    assert "function drawChart" in httpx.get(url + "/static/viewer.js").text
+    run = httpx.get(url + "/api/run").json()
+    assert (run["name"], run["state"], run["step"], run["sample_steps"]) == ("run", "finished", 3, [1, 2, 3])
+    metrics = httpx.get(url + "/api/metrics")
+    assert [r["loss"] for r in metrics.json()["rows"] if r["component"] == "trainer"] == [1, 0.5, 1 / 3]
+    assert (
+        httpx.get(url + "/api/metrics", headers={"If-None-Match": metrics.headers["etag"]}).status_code == 304
+    )
+    step = httpx.get(url + "/api/samples/2").json()
+    assert (
+        step["rollouts"][0]["completion"][0]["content"] == "2txet"
+        and step["rollouts"][0]["off_policy_lag"] == 1
+    )
+    found = httpx.get(url + "/api/search", params={"q": "TEXT3"}).json()["rollouts"]
+    assert [r["step"] for r in found] == [3]
+
+
+def test_new_steps_show_and_a_step_deleted_or_half_written_while_viewing_is_a_message_not_a_crash(
+    tmp_path, viewer
+):
+    run_dir = _run_dir(tmp_path / "run")
+    url = viewer(str(run_dir))
+    tag = httpx.get(url + "/api/metrics").headers["etag"]
+    append_metrics(run_dir, "trainer", 4, {"loss": 0.2})
+    assert httpx.get(url + "/api/metrics", headers={"If-None-Match": tag}).status_code == 200
+
+    samples_file(run_dir, 2).unlink()
+    gone = httpx.get(url + "/api/samples/2")
+    assert gone.status_code == 404 and "step 2 has no rollouts in" in gone.json()["detail"]
+    with open(samples_file(run_dir, 3), "a") as f:
+        f.write('{"prompt": "half')
+    half = httpx.get(url + "/api/samples/3").json()
+    assert len(half["rollouts"]) == 1 and "line 2 of step_3.jsonl is cut short" in half["problems"][0]
+    assert httpx.get(url + "/api/run").json()["sample_steps"] == [
+        1,
+        3,
+    ]  # still serving, the step list updated
+
+
+def test_a_path_that_is_no_run_dir_stops_the_command_with_what_to_give(tmp_path):
+    result = subprocess.run([*VIEW, str(tmp_path)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1 and "is not a run dir" in result.stderr and "Traceback" not in result.stderr
+    missing = subprocess.run(VIEW, capture_output=True, text=True)
+    assert missing.returncode == 2 and "give the RUN_DIR" in missing.stderr
+
+
+def test_off_loopback_the_viewer_needs_a_token_and_every_route_checks_it(tmp_path, viewer):
+    run_dir = _run_dir(tmp_path / "run")
+    open_door = subprocess.run([*VIEW, str(run_dir), "--host", "0.0.0.0"], capture_output=True, text=True)
+    assert open_door.returncode == 2 and "give --token" in open_door.stderr
+    url = viewer(str(run_dir), "--host", "0.0.0.0", "--token", "s3cret")
+    assert httpx.get(url + "/api/run").status_code == 401
+    assert httpx.get(url + "/", params={"token": "wrong"}).status_code == 401
+    with httpx.Client() as client:
+        assert client.get(url + "/", params={"token": "s3cret"}).status_code == 200
+        assert client.get(url + "/api/run").status_code == 200  # the page's cookie carries it on
+    assert httpx.get(url + "/api/run", headers={"Authorization": "Bearer s3cret"}).status_code == 200
