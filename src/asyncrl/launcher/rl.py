@@ -45,6 +45,8 @@ from asyncrl.transport.status import stall_reason
 POLL_S = 0.5
 STALL_S = HEARTBEAT_S
 """Without a new step for this long, the progress bar shows what the processes are waiting for."""
+SMOOTH_STEPS = 5
+"""The progress bar's tokens/s is the mean of this many steps' (one step's alone jumps about)."""
 REPORT_EVERY_S = 20.0
 HEALTHY_S = 30.0
 """A child that ran this long before it crashed starts its count of crashes in a row (and its backoff)
@@ -105,8 +107,9 @@ def _progress_postfix(run_dir: Path) -> tuple[int, dict[str, str]]:
     orchestrator = [r for r in rows if r["component"] == "orchestrator"]
     postfix = {}
     if orchestrator:
-        last = orchestrator[-1]
-        postfix = {"reward": f"{last['reward_mean']:.3f}", "tok/s": f"{last['tokens_per_s']:.0f}",
+        last, recent = orchestrator[-1], orchestrator[-SMOOTH_STEPS:]
+        tokens_per_s = sum(r["tokens_per_s"] for r in recent) / len(recent)
+        postfix = {"reward": f"{last['reward_mean']:.3f}", "tok/s": f"{tokens_per_s:.0f}",
                    "lag": str(int(last["off_policy_max"]))}  # fmt: skip
     return (trainer[-1]["step"] if trainer else 0), postfix
 
@@ -224,6 +227,7 @@ def run_rl(config: RLConfig) -> None:
         children += [Child(name, starter(name)) for name in ("trainer", "orchestrator")]
         bar = progress_bar(config.max_steps, "rl", unit="step")
         last_step, last_progress, last_report = 0, time.monotonic(), 0.0
+        shown: tuple[int, dict[str, str]] = (0, {})
         try:
             while True:
                 step, postfix = _progress_postfix(run_dir)
@@ -235,8 +239,9 @@ def run_rl(config: RLConfig) -> None:
                         last_report = time.monotonic()
                 elif time.monotonic() - last_progress > STALL_S:
                     postfix["waiting"] = stall_reason(run_dir)
-                bar.n = step
-                bar.set_postfix(postfix)
+                if (step, postfix) != shown:  # redrawn once per step (or when what it waits for changes)
+                    bar.n, shown = step, (step, postfix)
+                    bar.set_postfix(postfix)
                 _supervise(children, config, step)
                 if all(c.process.poll() == 0 for c in children[1:]):
                     break

@@ -5,14 +5,13 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 
 import httpx
 import pytest
 
-from asyncrl.inference.server_process import free_port
 from asyncrl.transport.layout import samples_file
 from asyncrl.transport.metrics import append_metrics
+from tests.viewer_process import start_viewer
 
 
 def _run_dir(path, steps=3):
@@ -33,28 +32,12 @@ def _run_dir(path, steps=3):
 VIEW = [sys.executable, "-m", "asyncrl.cli", "view"]
 
 
-def _view(*args):
-    port = free_port()
-    process = subprocess.Popen([*VIEW, *args, "--port", str(port)], stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True)  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and process.poll() is None:
-        try:
-            httpx.get(url + "/api/run", timeout=1)
-            return process, url
-        except httpx.TransportError:
-            time.sleep(0.1)
-    process.kill()
-    raise AssertionError(f"asyncrl view did not start: {process.communicate()}")
-
-
 @pytest.fixture
 def viewer(tmp_path):
     started = []
 
     def start(*args, **kwargs):
-        started.append(_view(*args, **kwargs))
+        started.append(start_viewer(*args, **kwargs))
         return started[-1][1]
 
     yield start
