@@ -18,6 +18,7 @@ from asyncrl.errors import UserError
 from asyncrl.evals.config import EvalConfig
 from asyncrl.inference.config import InferenceServerConfig
 from asyncrl.launcher.config import RLConfig
+from asyncrl.monitor.config import MonitorCommandConfig
 from asyncrl.orchestrator.config import OrchestratorProcessConfig
 from asyncrl.sandbox.config import SandboxExecConfig, SandboxServeConfig
 from asyncrl.toploc.config import VerifyCommandConfig
@@ -124,6 +125,15 @@ COMMANDS: dict[str, Command] = {
         "asyncrl view RUN_DIR [--port P] [--host H --token T]",
         _first_word_as("run-dir"),
         _needs("run_dir", "the RUN_DIR of an `asyncrl rl` run"),
+        resolves_models=False,
+    ),
+    "monitor": Command(
+        MonitorCommandConfig,
+        "asyncrl.monitor.service:follow_run",
+        "log a run started process by process to W&B / TensorBoard",
+        "asyncrl monitor RUN_DIR --monitor.wandb true [--monitor.key VALUE ...]",
+        _first_word_as("run-dir"),
+        _needs("run_dir", "the RUN_DIR of the run to follow"),
         resolves_models=False,
     ),
     "env list": Command(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from pydantic import Field
 
 from asyncrl.config_loader import BaseConfig
@@ -34,3 +36,14 @@ class MonitorConfig(BaseConfig):
     def any(self) -> bool:
         """Whether any tracker is on."""
         return self.wandb or self.tensorboard
+
+
+class MonitorCommandConfig(BaseConfig):
+    """`asyncrl monitor RUN_DIR`: log a run started process by process (not by `asyncrl rl`, which does it
+    itself) to the trackers."""
+
+    run_dir: Path | None = None
+    """The run's output_dir, shared with its orchestrator and trainer; also the first positional argument."""
+
+    monitor: MonitorConfig = MonitorConfig()
+    """The trackers."""

@@ -6,14 +6,19 @@ that fails (W&B unreachable, a full disk) is dropped with a warning rather than 
 
 from __future__ import annotations
 
+import fcntl
 import logging
+import os
 import threading
+import time
+import tomllib
 from pathlib import Path
 
 from asyncrl.errors import UserError
-from asyncrl.monitor.config import MonitorConfig
-from asyncrl.monitor.follow import RunFollower
+from asyncrl.monitor.config import MonitorCommandConfig, MonitorConfig
+from asyncrl.monitor.follow import RunFollower, monitor_dir
 from asyncrl.monitor.trackers import TensorBoardTracker, Tracker, WandbTracker
+from asyncrl.transport.metrics import read_metrics
 
 log = logging.getLogger("asyncrl.monitor")
 
@@ -39,10 +44,35 @@ def open_trackers(run_dir: Path, config: MonitorConfig) -> list[Tracker]:
     return trackers
 
 
+class AlreadyMonitored(UserError):
+    """Another process already logs this run dir to its trackers."""
+
+
+def _lock(run_dir: Path) -> int:
+    """Hold the run dir's monitor lock until this process exits: two followers would log every line twice
+    into one tracker run."""
+    path = monitor_dir(run_dir) / "lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 32, 0).decode().strip() or "?"
+        os.close(fd)
+        raise AlreadyMonitored(
+            f"process {holder} already logs {run_dir} to its trackers (an `asyncrl rl` or `asyncrl monitor` "
+            "on it): stop it first, or leave the trackers to it"
+        ) from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, str(os.getpid()).encode(), 0)
+    return fd
+
+
 class Monitor:
     """Follows a run dir every POLL_S seconds on a thread and logs what it finds to the trackers."""
 
     def __init__(self, run_dir: Path, config: MonitorConfig) -> None:
+        self._lock = _lock(run_dir)
         self.follower = RunFollower(run_dir, config.samples_every)
         self.trackers = open_trackers(run_dir, config)
         self._stop = threading.Event()
@@ -58,6 +88,7 @@ class Monitor:
         self.poll()  # what the processes wrote last
         for tracker in self.trackers:
             self._guarded(tracker, tracker.close)
+        os.close(self._lock)
 
     def _run(self) -> None:
         while not self._stop.wait(POLL_S):
@@ -82,3 +113,24 @@ class Monitor:
         except Exception as e:  # a tracker's failure must not stop the run it watches
             log.warning("dropping the %s tracker after it failed: %s", type(tracker).__name__, e)
             self.trackers.remove(tracker)
+
+
+def run_finished(run_dir: Path) -> bool:
+    """Whether the trainer has logged the run's last step (max_steps of its config.toml)."""
+    config = Path(run_dir) / "config.toml"
+    max_steps = tomllib.loads(config.read_text()).get("max_steps") if config.exists() else None
+    trainer = read_metrics(run_dir, "trainer")
+    return max_steps is not None and bool(trainer) and trainer[-1]["step"] >= max_steps
+
+
+def follow_run(config: MonitorCommandConfig) -> None:
+    """`asyncrl monitor RUN_DIR`: log a run whose processes were started one by one (on several nodes) to
+    the trackers, until its last step or Ctrl-C."""
+    if config.run_dir is None or not Path(config.run_dir).is_dir():
+        raise UserError(f"{config.run_dir} is not a directory: give the output_dir of the run to follow")
+    if not config.monitor.any:
+        raise UserError("no tracker is on: add --monitor.wandb true and/or --monitor.tensorboard true")
+    with Monitor(config.run_dir, config.monitor):
+        print(f"asyncrl monitor: following {config.run_dir} until its last step (Ctrl-C stops)", flush=True)
+        while not run_finished(config.run_dir):
+            time.sleep(POLL_S)
