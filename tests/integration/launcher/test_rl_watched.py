@@ -7,7 +7,6 @@ import html
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 
@@ -17,7 +16,7 @@ from asyncrl.inference.server_process import free_port
 from asyncrl.transport.layout import samples_file
 from asyncrl.transport.metrics import read_metrics
 from tests import wandb_records
-from tests.viewer_process import start_viewer
+from tests.viewer_process import rendered_page
 
 pytest.importorskip("wandb")
 pytest.importorskip("tensorboard")
@@ -67,24 +66,9 @@ def test_the_same_run_is_in_tensorboard_event_files(watched_run):
     assert [e.step for e in events.Tensors("samples/text_summary")] == [2, 4]
 
 
-def _chromium() -> str:
-    found = shutil.which("chromium") or shutil.which("chromium-browser")
-    if found is None:
-        pytest.skip("no chromium on this machine (`make test` installs Debian's chromium where apt-get can)")
-    return found
-
-
 @pytest.mark.slow
 def test_asyncrl_view_on_the_run_renders_its_curves_and_rollouts_in_a_real_browser(watched_run, tmp_path):
-    chromium = _chromium()
-    process, url = start_viewer(str(watched_run))
-    try:
-        command = [chromium, "--headless", "--no-sandbox", "--disable-gpu", f"--user-data-dir={tmp_path}",
-                   "--virtual-time-budget=10000", "--dump-dom", url + "/"]  # fmt: skip
-        dom = subprocess.run(command, capture_output=True, text=True, timeout=120).stdout
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
+    dom = rendered_page(str(watched_run), str(tmp_path / "profile"))
     # The DOM after the page's scripts ran: one curve per series, with every step's point.
     curves = dict(re.findall(r'data-series="([^"]+)" data-points="(\d+)"', dom))
     for series in ("orchestrator/reward_mean", "trainer/loss", "orchestrator/off_policy_max"):

@@ -5,7 +5,6 @@ from __future__ import annotations
 import html
 import json
 import re
-import shutil
 import subprocess
 import sys
 
@@ -14,7 +13,7 @@ import pytest
 
 from asyncrl.transport.layout import samples_file
 from asyncrl.transport.metrics import append_metrics
-from tests.viewer_process import start_viewer
+from tests.viewer_process import rendered_page, start_viewer
 
 
 def _run_dir(path, steps=3):
@@ -113,9 +112,6 @@ def test_off_loopback_the_viewer_needs_a_token_and_every_route_checks_it(tmp_pat
 
 
 def test_a_multi_turn_rollout_shows_turn_by_turn_with_its_tool_calls_in_a_real_browser(tmp_path):
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    if chromium is None:
-        pytest.skip("no chromium on this machine (`make test` installs Debian's chromium where apt-get can)")
     run_dir = _run_dir(tmp_path / "run", steps=1)
     call = {"id": "c1", "type": "function", "function": {"name": "add", "arguments": '{"a": 2, "b": 3}'}}
     turns = [{"role": "user", "content": "What is 2 + 3?"},
@@ -124,14 +120,7 @@ def test_a_multi_turn_rollout_shows_turn_by_turn_with_its_tool_calls_in_a_real_b
              {"role": "assistant", "content": "It is <b>5</b>."}]  # fmt: skip
     record = {"prompt": turns[:1], "completion": turns[1:], "reward": 1.0, "policy_version": 0, "tokens": 21}
     samples_file(run_dir, 1).write_text(json.dumps(record) + "\n")
-    process, url = start_viewer(str(run_dir))
-    try:
-        command = [chromium, "--headless", "--no-sandbox", "--disable-gpu", f"--user-data-dir={tmp_path}",
-                   "--virtual-time-budget=5000", "--dump-dom", url + "/"]  # fmt: skip
-        dom = subprocess.run(command, capture_output=True, text=True, timeout=120).stdout
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
+    dom = rendered_page(str(run_dir), str(tmp_path / "profile"), budget_ms=5000)
     roles = re.findall(r'<div class="message (\w+)"><span class="role">', dom)
     assert roles == ["user", "assistant", "tool", "assistant"]
     assert '→ add({"a": 2, "b": 3})' in html.unescape(dom)
