@@ -21,7 +21,7 @@ GPU_TAGS := --python-version 3.12 --implementation cp --abi cp312 --only-binary=
 $(STAMP): pyproject.toml examples/verifiers-reverse-text/pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e ".[dev,verifiers,monitor]"
+	$(BIN)/pip install --quiet -e ".[dev,verifiers,monitor,lora]"
 	$(BIN)/pip install --quiet --no-deps -e examples/verifiers-reverse-text
 	touch $(STAMP)
 

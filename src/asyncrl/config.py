@@ -29,6 +29,24 @@ Device = Literal["auto", "cpu", "cuda"]
 """Where a process runs tensors: "auto" is CUDA when torch sees a GPU, else the CPU."""
 
 
+class LoraConfig(BaseConfig):
+    """A LoRA adapter trained in place of the model's weights (PEFT's LoraConfig semantics)."""
+
+    rank: int = Field(16, ge=1)
+    """r: the rank of each adapter's two matrices (A: rank x in, B: out x rank)."""
+
+    alpha: float = Field(32.0, gt=0)
+    """lora_alpha: the adapter's output is scaled by alpha / rank."""
+
+    dropout: float = Field(0.0, ge=0, lt=1)
+    """lora_dropout: dropout on the adapter's input while training (0 keeps the trainer's logprobs those
+    inference computes; RL's importance ratios want that)."""
+
+    target_modules: list[str] | Literal["all-linear"] = "all-linear"
+    """The modules adapted: names (or name suffixes) of linear layers, e.g. ["q_proj", "v_proj"], or
+    "all-linear" (every linear layer but the output head)."""
+
+
 class ModelConfig(BaseConfig):
     path: str = "tiny"
     """Local Hugging Face model directory, or a built-in offline model (built on first use): `tiny`, or
@@ -47,6 +65,11 @@ class ModelConfig(BaseConfig):
     name: str | None = None
     """The name requests call the model by and servers serve it under; default: `path`. The commands set
     it to a built-in name (`tiny-reverse-text`) when they replace that name's `path` by its directory."""
+
+    lora: LoraConfig | None = None
+    """Train a LoRA adapter (`[model.lora]`, or any `--model.lora.KEY`) instead of every weight: the base
+    stays frozen, and each step publishes a PEFT adapter dir that inference applies. Absent: full
+    fine-tuning."""
 
     @property
     def served_name(self) -> str:

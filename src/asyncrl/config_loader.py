@@ -98,7 +98,9 @@ def _deep_merge(into: dict[str, Any], new: dict[str, Any]) -> None:
 
 def _set_dotted(into: dict[str, Any], path: list[str], value: Any) -> None:
     for key in path[:-1]:
-        node = into.setdefault(key, {})
+        if into.get(key) is None:  # a section absent by default (`X | None`) that a key now turns on
+            into[key] = {}
+        node = into[key]
         if not isinstance(node, dict):
             raise ConfigError(f"{'.'.join(path)}: {key} is a value, not a section")
         into = node
@@ -144,8 +146,11 @@ def _unknown_key_message(cls: type[BaseConfig], prefix: list[str], key: str) -> 
 
 
 def _parse_value(raw: str, annotation: Any) -> Any:
-    """Strings stay strings where the field is textual; anything else is read as a JSON/TOML literal."""
-    if _accepts_plain_string(annotation):
+    """Strings stay strings where the field is textual; anything else is read as a JSON/TOML literal (a
+    list or table also where the field takes either: `--model.lora.target-modules '["q_proj"]'`)."""
+    if _accepts_plain_string(annotation) and not (
+        raw.startswith(("[", "{")) and _accepts_container(annotation)
+    ):
         return raw
     for parse in (json.loads, lambda s: tomllib.loads(f"v = {s}")["v"]):
         try:
@@ -153,6 +158,12 @@ def _parse_value(raw: str, annotation: Any) -> Any:
         except (ValueError, tomllib.TOMLDecodeError):
             continue
     return raw
+
+
+def _accepts_container(annotation: Any) -> bool:
+    union = isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union
+    options = typing.get_args(annotation) if union else (annotation,)
+    return any(typing.get_origin(a) in (list, dict) or a in (list, dict) for a in options)
 
 
 def _accepts_plain_string(annotation: Any) -> bool:

@@ -157,3 +157,21 @@ def test_rl_refuses_to_keep_fewer_weights_than_the_off_policy_window():
             RLConfig, ["--trainer.retention.weights", "2", "--orchestrator.max-off-policy-steps", "3"]
         )
     assert load_config(RLConfig, ["--trainer.retention.weights", "0"]).trainer.retention.weights == 0
+
+
+def test_a_key_of_an_absent_section_turns_it_on_and_a_list_reads_where_a_string_would_too(tmp_path):
+    from asyncrl.launcher.config import RLConfig
+
+    assert load_config(RLConfig, []).model.lora is None
+    lora = load_config(
+        RLConfig, ["--model.lora.rank", "8", "--model.lora.target-modules", '["q_proj", "v_proj"]']
+    )
+    assert (lora.model.lora.rank, lora.model.lora.target_modules) == (8, ["q_proj", "v_proj"])
+    assert lora.model.lora.alpha == 32.0, "the section's other keys keep their defaults"
+    assert (
+        load_config(RLConfig, ["--model.lora.target-modules", "all-linear"]).model.lora.target_modules
+        == "all-linear"
+    )
+    config = tmp_path / "lora.toml"
+    config.write_text("[model.lora]\nrank = 4\n")
+    assert load_config(RLConfig, ["-c", str(config)]).model.lora.rank == 4

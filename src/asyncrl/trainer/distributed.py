@@ -87,11 +87,16 @@ def apply_fsdp(model: PreTrainedModel, ranks: Ranks) -> None:
     fully_shard(model, mesh=mesh, mp_policy=policy)
 
 
-def full_state_dict(model: torch.nn.Module, ranks: Ranks) -> dict[str, torch.Tensor]:
-    """The unsharded weights on CPU (complete on rank 0). A collective: every rank must call it."""
+def full_state_dict(
+    model: torch.nn.Module, ranks: Ranks, trainable_only: bool = False
+) -> dict[str, torch.Tensor]:
+    """The unsharded weights on CPU (complete on rank 0), or only those that train (a LoRA adapter's). A
+    collective: every rank must call it."""
     if not ranks.sharded:
-        return {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    options = StateDictOptions(full_state_dict=True, cpu_offload=True)
+        trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+        state = model.state_dict()
+        return {k: v.detach().cpu() for k, v in state.items() if not trainable_only or k in trainable}
+    options = StateDictOptions(full_state_dict=True, cpu_offload=True, ignore_frozen_params=trainable_only)
     return get_model_state_dict(model, options=options)
 
 

@@ -18,6 +18,7 @@ from asyncrl.trainer.distributed import (
     apply_fsdp,
     full_state_dict,
 )
+from asyncrl.trainer.lora import add_lora, has_lora, save_adapter
 from asyncrl.trainer.optim import build_optimizers
 from asyncrl.trainer.policy import check_head, register_sharded
 from asyncrl.transport.batches import Batch
@@ -29,14 +30,19 @@ logger = logging.getLogger(__name__)
 def publish(
     run_dir: Path, step: int, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, ranks: Ranks
 ) -> None:
-    """weights/step_<step>/ as an HF dir any inference server loads. Every rank takes part in the gather."""
-    state = full_state_dict(model, ranks)
+    """weights/step_<step>/ as an HF dir any inference server loads, or with LoRA the adapter dir only
+    (the base never changes). Every rank takes part in the gather."""
+    lora = has_lora(model)
+    state = full_state_dict(model, ranks, trainable_only=lora)
     if model.config.tie_word_embeddings:
         state.pop("lm_head.weight", None)  # the embedding already holds it, as in any HF checkpoint
     if ranks.is_main:
 
         def save(directory: Path) -> None:
-            model.save_pretrained(directory, state_dict=state)
+            if lora:
+                save_adapter(model, state, directory)
+            else:
+                model.save_pretrained(directory, state_dict=state)
             tokenizer.save_pretrained(directory)
 
         publish_weights(run_dir, step, save)
@@ -62,14 +68,18 @@ def build(
     torch.manual_seed(seed)
     model = load_model(model_config.path).to(ranks.device)
     check_head(model)
+    if model_config.lora is not None:
+        model = add_lora(model, model_config.lora)
     if config.activation_checkpointing:
         apply_activation_checkpointing(model)
     if ranks.sharded:
         apply_fsdp(model, ranks)
         register_sharded(model)
     model.train()
+    trained = sum(p.numel() for p in model.parameters() if p.requires_grad)
     logger.info(
-        "training %s on %s x%d in %s (float32 weights and optimizer states)",
+        "training %s on %s x%d in %s (float32 weights and optimizer states), %s: %d parameters trained",
         model_config.path, ranks.device, ranks.world_size, model_config.dtype,
+        "a LoRA adapter" if model_config.lora else "every weight", trained,
     )  # fmt: skip
     return model, build_optimizers(model, config.optim)

@@ -103,8 +103,9 @@ def _is_hidden_matrix(name: str, param: torch.Tensor) -> bool:
 
 
 def build_optimizers(model: torch.nn.Module, config: OptimConfig) -> list[torch.optim.Optimizer]:
-    """AdamW over all parameters, or Muon over 2-D hidden matrices plus AdamW over embeddings, head,
-    biases and norms. Muon's update is scaled to AdamW's RMS, so one learning rate serves both."""
+    """AdamW over all parameters that train, or Muon over 2-D hidden matrices plus AdamW over embeddings,
+    head, biases and norms (none, when only a LoRA adapter's matrices train: then each of its A and B is
+    orthogonalised on its own). Muon's update is scaled to AdamW's RMS, so one learning rate serves both."""
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     adamw_kwargs = {
         "lr": config.lr,
@@ -123,7 +124,7 @@ def build_optimizers(model: torch.nn.Module, config: OptimConfig) -> list[torch.
         weight_decay=config.weight_decay,
         momentum=config.muon_momentum,
     )
-    return [muon, torch.optim.AdamW(others, **adamw_kwargs)]
+    return [muon, torch.optim.AdamW(others, **adamw_kwargs)] if others else [muon]
 
 
 def lr_factor(step: int, config: OptimConfig, total_steps: int) -> float:

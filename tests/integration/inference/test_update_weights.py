@@ -40,6 +40,34 @@ def perturbed_dir(tmp_path_factory, tiny_dir: Path) -> Path:
     return out
 
 
+@pytest.fixture(scope="module")
+def adapter_dirs(tmp_path_factory, tiny_dir: Path) -> tuple[Path, Path]:
+    """A LoRA adapter of the tiny model as PEFT itself saves one (random factors, so it changes the
+    policy), and the model it makes, merged by PEFT into a whole model dir."""
+    peft = pytest.importorskip("peft")
+    torch.manual_seed(2)
+    settings = peft.LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", init_lora_weights=False)
+    model = peft.get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_dir), settings)
+    adapter, merged = tmp_path_factory.mktemp("adapter"), tmp_path_factory.mktemp("merged")
+    model.save_pretrained(adapter)
+    model.merge_and_unload().save_pretrained(merged)
+    for name in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja"):
+        shutil.copy(tiny_dir / name, merged)
+    return adapter, merged
+
+
+@pytest.fixture(params=["weights", "adapter"])
+def new_policy(request, backend) -> tuple[Path, Path]:
+    """What the update loads, and a whole model dir of the policy it makes: a new model dir, or a LoRA
+    adapter (which the vLLM backend refuses: test_the_vllm_backend_refuses_an_adapter_with_a_clear_400)."""
+    if request.param == "weights":
+        perturbed = request.getfixturevalue("perturbed_dir")
+        return perturbed, perturbed
+    if backend == "vllm":
+        pytest.skip("the vLLM backend loads whole weights only")
+    return request.getfixturevalue("adapter_dirs")
+
+
 @pytest.fixture()
 def fresh_server(start_server, backend):
     return start_server("tiny", backend)
@@ -126,7 +154,8 @@ def _admitted_together(server: InferenceServerProcess, n_choices: int) -> Iterat
 
 
 @pytest.mark.slow
-def test_update_weights_keeps_requests_running(backend, fresh_server, perturbed_dir, start_server):
+def test_update_weights_keeps_requests_running(backend, fresh_server, new_policy, start_server):
+    loaded, policy = new_policy
     before = _greedy(fresh_server.url)
     with concurrent.futures.ThreadPoolExecutor(4) as pool:
         started = [threading.Event() for _ in range(4)]
@@ -137,7 +166,7 @@ def test_update_weights_keeps_requests_running(backend, fresh_server, perturbed_
         for event in started:  # every request is mid-generation when the new weights land
             assert event.wait(60)
         update = httpx.post(
-            f"{fresh_server.url}/update_weights", json={"path": str(perturbed_dir), "version": 7}, timeout=120
+            f"{fresh_server.url}/update_weights", json={"path": str(loaded), "version": 7}, timeout=120
         )
         outputs = [choice for p in pending for choice in p.result()]
     assert update.status_code == 200, update.text
@@ -161,10 +190,10 @@ def test_update_weights_keeps_requests_running(backend, fresh_server, perturbed_
     assert httpx.get(f"{fresh_server.url}/health").json()["policy_version"] == 7
     assert "asyncrl_weight_version 7.0" in httpx.get(f"{fresh_server.url}/metrics").text
 
-    # The swapped-in weights are exactly those of the dir: the built-in engine loading it from scratch
-    # generates the same greedy tokens.
-    reference = start_server(str(perturbed_dir), "cuda" if backend == "cuda" else "torch")
-    assert _greedy(reference.url, model=str(perturbed_dir))["token_ids"] == after["token_ids"]
+    # The swapped-in weights are exactly the dir's (an adapter's: the base plus the adapter, as PEFT merges
+    # it): the built-in engine loading that policy from scratch generates the same greedy tokens.
+    reference = start_server(str(policy), "cuda" if backend == "cuda" else "torch")
+    assert _greedy(reference.url, model=str(policy))["token_ids"] == after["token_ids"]
 
 
 @pytest.mark.slow
@@ -193,3 +222,33 @@ def test_bad_weight_updates_are_refused_and_old_weights_keep_serving(tiny_server
     after = _greedy(tiny_server.url)
     assert after["token_ids"] == before["token_ids"]
     assert after["policy_version"] == 0
+
+
+@pytest.mark.slow
+def test_adapters_the_backend_cannot_apply_are_refused_and_old_weights_keep_serving(
+    backend, tiny_server, adapter_dirs, tmp_path
+):
+    peft = pytest.importorskip("peft")
+    before = _greedy(tiny_server.url)
+    shape = {"hidden_size": 48, "intermediate_size": 96, "num_attention_heads": 4, "num_key_value_heads": 2}
+    other = Qwen2ForCausalLM(Qwen2Config(vocab_size=272, num_hidden_layers=2, **shape))
+    peft.get_peft_model(other, peft.LoraConfig(r=2, target_modules="all-linear")).save_pretrained(
+        tmp_path / "other"
+    )
+    dora = peft.get_peft_model(
+        AutoModelForCausalLM.from_pretrained(adapter_dirs[1]),
+        peft.LoraConfig(r=2, target_modules="all-linear", use_dora=True),
+    )
+    dora.save_pretrained(tmp_path / "dora")
+    refusals = (
+        {adapter_dirs[0]: "the vLLM backend loads whole weights only"}
+        if backend == "vllm"
+        else {tmp_path / "other": "an adapter of another model", tmp_path / "dora": "use_dora = True"}
+    )
+    for path, why in refusals.items():
+        response = httpx.post(
+            f"{tiny_server.url}/update_weights", json={"path": str(path), "version": 3}, timeout=60
+        )
+        assert response.status_code == 400, response.text
+        assert why in response.json()["error"]["message"] and "old weights keep serving" in response.text
+    assert _greedy(tiny_server.url)["token_ids"] == before["token_ids"]

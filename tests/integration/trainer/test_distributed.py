@@ -18,7 +18,11 @@ from tests.batches import write_batches
 STEPS = 2
 
 
-def _train(run_dir: Path, ranks: int, optim: str) -> None:
+LORA = ["--model.lora.rank", "4", "--model.lora.alpha", "8"]
+"""A LoRA adapter on every linear layer; its published weights are adapter_model.safetensors."""
+
+
+def _train(run_dir: Path, ranks: int, optim: str, extra: list[str]) -> None:
     launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={ranks}"]
     command = [*(launcher if ranks > 1 else [sys.executable]), "-m", "asyncrl.cli", "trainer"]
     command += ["--output-dir", str(run_dir), "--max-steps", str(STEPS), "--trainer.optim.type", optim]
@@ -29,6 +33,7 @@ def _train(run_dir: Path, ranks: int, optim: str) -> None:
         "64",
         "--trainer.num-threads",
         "1",
+        *extra,
     ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     result = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)
@@ -36,22 +41,34 @@ def _train(run_dir: Path, ranks: int, optim: str) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("optim", ["adamw", "muon"])
-def test_one_rank_and_two_fsdp_ranks_give_the_same_losses_and_weights(tmp_path, optim):
+@pytest.mark.parametrize(
+    "optim, extra, weights",
+    [
+        ("adamw", [], "model"),
+        ("muon", [], "model"),
+        ("adamw", LORA, "adapter_model"),
+        ("muon", LORA, "adapter_model"),
+    ],
+    ids=["adamw", "muon", "adamw-lora", "muon-lora"],
+)
+def test_one_rank_and_two_fsdp_ranks_give_the_same_losses_and_weights(tmp_path, optim, extra, weights):
+    if extra:
+        pytest.importorskip("peft")
     single, sharded = tmp_path / "single", tmp_path / "sharded"
     write_batches(single, STEPS, per_step=12)
     shutil.copytree(single / "rollouts", sharded / "rollouts")
-    _train(single, 1, optim)
-    _train(sharded, 2, optim)
+    _train(single, 1, optim, extra)
+    _train(sharded, 2, optim, extra)
 
     losses = [[m["loss"] for m in read_metrics(run, "trainer")] for run in (single, sharded)]
     assert len(losses[0]) == STEPS
     assert losses[1] == pytest.approx(losses[0], rel=1e-5, abs=1e-6)
     final = [
-        load_file(str(run / "weights" / f"step_{STEPS}" / "model.safetensors")) for run in (single, sharded)
+        load_file(str(run / "weights" / f"step_{STEPS}" / f"{weights}.safetensors"))
+        for run in (single, sharded)
     ]
     assert final[0].keys() == final[1].keys()
-    initial = load_file(str(next((single / "weights").glob("step_1")) / "model.safetensors"))
+    initial = load_file(str(next((single / "weights").glob("step_1")) / f"{weights}.safetensors"))
     # Adam moves a weight by about lr (1e-2) a step whatever its gradient's size: float noise in a
     # near-zero gradient shows as a few 1e-5, a wrong gradient as ~1e-2.
     for name, tensor in final[0].items():

@@ -36,21 +36,26 @@ def _losses(run_dir: Path) -> dict[int, float]:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("optim", ["adamw", "muon"])
-def test_killed_trainer_resumes_with_exactly_the_same_losses(tmp_path, optim):
+@pytest.mark.parametrize(
+    "optim, lora", [("adamw", False), ("muon", False), ("muon", True)], ids=["adamw", "muon", "muon-lora"]
+)
+def test_killed_trainer_resumes_with_exactly_the_same_losses(tmp_path, optim, lora):
+    if lora:
+        pytest.importorskip("peft")
+    # With LoRA a checkpoint holds the frozen base too, and the step's weights are the adapter alone.
+    options = ["--trainer.optim.type", optim, *(["--model.lora.rank", "4"] if lora else [])]
+    weights = "adapter_model.safetensors" if lora else "model.safetensors"
     batches, straight, resumed = tmp_path / "batches", tmp_path / "straight", tmp_path / "resumed"
     write_batches(batches, 6)  # the trainer deletes batches its checkpoints cover: each run gets a copy
     shutil.copytree(batches / "rollouts", straight / "rollouts")
-    subprocess.run(
-        _command(straight, "--trainer.optim.type", optim), check=True, capture_output=True, timeout=600
-    )
+    subprocess.run(_command(straight, *options), check=True, capture_output=True, timeout=600)
 
     # Only batches 1-3 exist: the trainer checkpoints step 3, then waits for batch 4 and is killed there.
     resumed.mkdir()
     for step in (1, 2, 3):
         shutil.copytree(rollouts_dir(batches, step), rollouts_dir(resumed, step))
     process = subprocess.Popen(
-        _command(resumed, "--trainer.optim.type", optim), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        _command(resumed, *options), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     deadline = time.monotonic() + 300
     while not (resumed / "checkpoints" / "step_3" / "trainer_state.json").exists():
@@ -61,14 +66,12 @@ def test_killed_trainer_resumes_with_exactly_the_same_losses(tmp_path, optim):
 
     for step in (4, 5, 6):
         shutil.copytree(rollouts_dir(batches, step), rollouts_dir(resumed, step))
-    result = subprocess.run(
-        _command(resumed, "--trainer.optim.type", optim, "--resume", "latest"), capture_output=True, text=True
-    )
+    result = subprocess.run(_command(resumed, *options, "--resume", "latest"), capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-3000:]
 
     assert _losses(resumed) == _losses(straight), "losses after resume differ from the uninterrupted run"
-    a = load_file(str(straight / "weights" / "step_6" / "model.safetensors"))
-    b = load_file(str(resumed / "weights" / "step_6" / "model.safetensors"))
+    a = load_file(str(straight / "weights" / "step_6" / weights))
+    b = load_file(str(resumed / "weights" / "step_6" / weights))
     assert all((a[k] == b[k]).all() for k in a)
     assert len(list((resumed / "checkpoints").glob("step_*"))) == 2, "keep_last=2 retention"
 

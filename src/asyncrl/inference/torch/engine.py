@@ -32,7 +32,7 @@ from asyncrl.inference.config import InferenceConfig
 from asyncrl.inference.torch.model_runner import ModelRunner
 from asyncrl.inference.torch.proof_capture import ProofCapture
 from asyncrl.inference.torch.sampling import sample
-from asyncrl.inference.weights import read_weights
+from asyncrl.inference.weights import WeightReader
 from asyncrl.models import DTYPES, load_model, load_tokenizer
 
 IDLE_POLL_S = 0.5
@@ -109,6 +109,7 @@ class TorchEngine(Backend):
             torch.set_num_threads(self.config.num_threads)
         self.device = resolve_device(self.config.device, setting="inference.device")
         self.model = load_model(self.model_path, dtype=self.dtype).to(self.device)
+        self._weights = WeightReader(self.model)
         self.tokenizer = load_tokenizer(self.model_path)
         limit = self.model.config.max_position_embeddings
         self.max_model_len = min(self.config.max_model_len or limit, limit)
@@ -153,7 +154,7 @@ class TorchEngine(Backend):
 
     async def update_weights(self, path: str, version: int) -> float:
         start = time.perf_counter()
-        tensors = await asyncio.to_thread(read_weights, path, self.model)
+        tensors = await asyncio.to_thread(self._weights.read, path)
         loop = asyncio.get_running_loop()
         swap = _WeightSwap(tensors, version, loop.create_future(), loop)
         self._submit(swap)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from safetensors import SafetensorError, safe_open
 
+from asyncrl.adapters import is_adapter_dir
 from asyncrl.inference.backend import WeightUpdateError
 from asyncrl.inference.weights import safetensors_files
 
@@ -32,6 +33,11 @@ def tensor_shapes(path: str | Path) -> dict[str, tuple[int, ...]]:
 
 def check_same_model(path: str | Path, served: dict[str, tuple[int, ...]]) -> None:
     """Raise WeightUpdateError unless `path` holds exactly the served model's tensors, shape for shape."""
+    if is_adapter_dir(path):
+        raise WeightUpdateError(
+            f"{path} is a LoRA adapter dir: the vLLM backend loads whole weights only; serve LoRA runs with "
+            "inference.backend = 'torch', or merge the adapter first (asyncrl export)"
+        )
     new = tensor_shapes(path)
     for name, shape in served.items():
         if name not in new:
