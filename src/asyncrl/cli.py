@@ -22,7 +22,7 @@ from asyncrl.monitor.config import MonitorCommandConfig
 from asyncrl.orchestrator.config import OrchestratorProcessConfig
 from asyncrl.sandbox.config import SandboxExecConfig, SandboxServeConfig
 from asyncrl.toploc.config import VerifyCommandConfig
-from asyncrl.trainer.config import SFTProcessConfig, TrainerProcessConfig
+from asyncrl.trainer.config import ExportConfig, SFTProcessConfig, TrainerProcessConfig
 from asyncrl.viewer.config import ViewConfig
 
 DEFAULT_JOB = Path(__file__).resolve().parents[2] / "configs" / "reverse_text.toml"
@@ -107,6 +107,14 @@ COMMANDS: dict[str, Command] = {
         "asyncrl.trainer.sft:run_sft",
         "supervised fine-tuning on prompt/completion or chat JSONL",
         f"asyncrl sft {OPTIONS}",
+    ),
+    "export": Command(
+        ExportConfig,
+        "asyncrl.trainer.export:export_merged",
+        "merge a LoRA adapter dir into its base: a whole HF model dir",
+        "asyncrl export ADAPTER_DIR --out DIR [--base MODEL]",
+        _first_word_as("adapter"),
+        lambda config, _: None if config.adapter and config.out else "give the ADAPTER_DIR and --out DIR",
     ),
     "eval": Command(
         EvalConfig,

@@ -203,3 +203,17 @@ class SFTProcessConfig(BaseConfig):
 
     sft: SFTConfig = SFTConfig()
     """Data and schedule."""
+
+
+class ExportConfig(BaseConfig):
+    """`asyncrl export ADAPTER --out DIR`: merge a LoRA adapter (a run's weights/step_N) into its base."""
+
+    adapter: str | None = None
+    """The adapter dir (adapter_config.json + adapter_model.safetensors, as a LoRA run publishes in
+    weights/step_N); also the first positional argument."""
+
+    base: str | None = None
+    """The base model (a local HF dir or a built-in name); default: the one the adapter's config names."""
+
+    out: OutputDir | None = None
+    """Where the merged model dir goes (config.json, model.safetensors, tokenizer)."""

@@ -3,6 +3,9 @@ publishes is a PEFT adapter dir that PEFT and the inference engine turn into the
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 import torch
 
@@ -78,3 +81,19 @@ def test_the_inference_engines_merge_of_the_adapter_gives_the_trainers_model(tra
         for name, tensor in merged.items():
             served.get_parameter(name).copy_(tensor)
     torch.testing.assert_close(_logits(served, IDS), _logits(model, IDS), rtol=0, atol=1e-4)
+
+
+def test_asyncrl_export_merges_the_adapter_into_a_whole_model_dir_equal_to_the_trainers(trained, tmp_path):
+    model, _, adapter, _ = trained
+    out = tmp_path / "merged"
+    export = [sys.executable, "-m", "asyncrl.cli", "export"]
+    result = subprocess.run([*export, str(adapter), "--out", str(out)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    merged = load_model(str(out)).eval()
+    torch.testing.assert_close(_logits(merged, IDS), _logits(model, IDS), rtol=0, atol=1e-4)
+    assert load_tokenizer(str(out)).encode("abc") == load_tokenizer("tiny").encode("abc")
+
+    not_one = subprocess.run(
+        [*export, str(out), "--out", str(tmp_path / "x")], capture_output=True, text=True
+    )
+    assert not_one.returncode == 1 and "is not a LoRA adapter dir" in not_one.stderr
