@@ -79,13 +79,24 @@ def _split_argv(argv: list[str]) -> tuple[list[Path], list[tuple[str, str]]]:
     return files, overrides
 
 
-def _read_toml(file: Path) -> dict[str, Any]:
+def _read_toml(file: Path, including: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """A TOML file's settings; `include = "other.toml"` (or a list, paths relative to the file) merges
+    those files first, so a config can be another one plus a few changes."""
     if not file.is_file():
         raise ConfigError(f"config file {file} does not exist")
     try:
-        return tomllib.loads(file.read_text())
+        table = tomllib.loads(file.read_text())
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"config file {file} is not valid TOML: {e}") from None
+    includes = table.pop("include", [])
+    merged: dict[str, Any] = {}
+    for name in [includes] if isinstance(includes, str) else includes:
+        included = (file.parent / name).resolve()
+        if included in including or included == file.resolve():
+            raise ConfigError(f"config file {file} includes {name}, which includes it back")
+        _deep_merge(merged, _read_toml(included, (*including, file.resolve())))
+    _deep_merge(merged, table)
+    return merged
 
 
 def _deep_merge(into: dict[str, Any], new: dict[str, Any]) -> None:

@@ -175,3 +175,15 @@ def test_a_key_of_an_absent_section_turns_it_on_and_a_list_reads_where_a_string_
     config = tmp_path / "lora.toml"
     config.write_text("[model.lora]\nrank = 4\n")
     assert load_config(RLConfig, ["-c", str(config)]).model.lora.rank == 4
+
+
+def test_a_config_file_can_include_another_and_change_a_few_keys(tmp_path):
+    from asyncrl.launcher.config import RLConfig
+
+    (tmp_path / "base.toml").write_text('max_steps = 7\n[orchestrator]\nbatch_size = 16\ngroup_size = 4\n')
+    (tmp_path / "lora.toml").write_text('include = "base.toml"\n[orchestrator]\nbatch_size = 8\n')
+    config = load_config(RLConfig, ["-c", str(tmp_path / "lora.toml")])
+    assert (config.max_steps, config.orchestrator.batch_size, config.orchestrator.group_size) == (7, 8, 4)
+    (tmp_path / "base.toml").write_text('include = "lora.toml"\n')
+    with pytest.raises(ConfigError, match="includes it back"):
+        load_config(RLConfig, ["-c", str(tmp_path / "lora.toml")])
