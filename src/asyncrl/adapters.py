@@ -86,6 +86,7 @@ def merged_weights(base: dict[str, torch.Tensor], adapter: Adapter, where: str) 
         if (b.shape[0], a.shape[1]) != tuple(weight.shape) or a.shape[0] != b.shape[1]:
             raise AdapterError(f"{where}: {name} is {tuple(weight.shape)}, the adapter's B A "
                                f"{(b.shape[0], a.shape[1])}: an adapter of another model")  # fmt: skip
-        delta = b.to(torch.float32, copy=False) @ a.to(torch.float32, copy=False)
-        merged[name] = (weight.to(torch.float32) + adapter.scale * delta.to(weight.device)).to(weight.dtype)
+        # One fused W + scale * (B @ A), accumulated in float32 whatever the served dtype.
+        b32, a32 = (t.to(weight.device, torch.float32) for t in (b, a))
+        merged[name] = torch.addmm(weight.to(torch.float32), b32, a32, alpha=adapter.scale).to(weight.dtype)
     return merged
