@@ -10,6 +10,7 @@ import httpx
 import pytest
 
 from asyncrl.envs.reverse_text import reverse_text_tasks, sft_records
+from asyncrl.models import load_model
 from asyncrl.transport.metrics import read_metrics
 
 
@@ -57,3 +58,21 @@ def test_malformed_sft_lines_are_reported_with_their_line_number(tmp_path):
     assert result.returncode == 1
     assert f"{data}:2" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.slow
+def test_sft_with_lora_lowers_eval_loss_and_leaves_a_peft_adapter(tmp_path):
+    peft = pytest.importorskip("peft")
+    data = tmp_path / "reverse.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in sft_records(reverse_text_tasks(400, seed=0))))
+    run = tmp_path / "sft"
+    command = [sys.executable, "-m", "asyncrl.cli", "sft", "--sft.data", str(data), "--output-dir", str(run)]
+    command += ["--sft.max-steps", "40", "--sft.batch-size", "16", "--sft.eval-interval", "20"]
+    command += ["--trainer.optim.lr", "1e-2", "--trainer.num-threads", "1", "--model.lora.rank", "16"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    evals = {m["step"]: m["eval_loss"] for m in read_metrics(run, "sft") if "eval_loss" in m}
+    assert evals[40] < evals[0] - 0.5, evals
+    adapter = run / "weights" / "step_40"
+    assert (adapter / "adapter_config.json").exists() and not (adapter / "model.safetensors").exists()
+    peft.PeftModel.from_pretrained(load_model("tiny"), str(adapter))
