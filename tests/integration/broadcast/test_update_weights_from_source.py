@@ -106,3 +106,24 @@ def test_a_fetch_that_fails_loads_nothing_and_the_old_weights_keep_serving(serve
     after = _greedy(process.url)
     assert after["token_ids"] == before["token_ids"]
     assert after["policy_version"] == before["policy_version"]
+
+
+@pytest.mark.slow
+def test_a_lora_adapter_travels_as_a_version_like_any_other_and_serves(server, origin, tiny_dir):
+    peft = pytest.importorskip("peft")
+    process, inbox = server
+    weights = origin.config.weights_dir
+    torch.manual_seed(5)
+    settings = peft.LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", init_lora_weights=False)
+    out = weights / "step_20"
+    peft.get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_dir), settings).save_pretrained(out)
+    (out / "STABLE").touch()
+    origin.wait_for_version(20)
+    before = _greedy(process.url)
+    response = _update(process.url, {"source": [origin.url], "version": 20})
+    assert response.status_code == 200, response.text
+    assert same_files(inbox / "step_20", out)
+    whole = sum(f.stat().st_size for f in (weights / "step_3").glob("*.safetensors"))
+    assert response.json()["fetch"]["total_bytes"] < whole / 2, "an adapter is a fraction of the weights"
+    after = _greedy(process.url)
+    assert after["policy_version"] == 20 and after["token_ids"] != before["token_ids"]
