@@ -57,14 +57,13 @@ def adapter_dirs(tmp_path_factory, tiny_dir: Path) -> tuple[Path, Path]:
 
 
 @pytest.fixture(params=["weights", "adapter"])
-def new_policy(request, backend) -> tuple[Path, Path]:
+def new_policy(request) -> tuple[Path, Path]:
     """What the update loads, and a whole model dir of the policy it makes: a new model dir, or a LoRA
-    adapter (which the vLLM backend refuses: test_the_vllm_backend_refuses_an_adapter_with_a_clear_400)."""
+    adapter (merged into the served base: by the torch engine in memory, by the vLLM backend into a dir
+    vLLM reloads)."""
     if request.param == "weights":
         perturbed = request.getfixturevalue("perturbed_dir")
         return perturbed, perturbed
-    if backend == "vllm":
-        pytest.skip("the vLLM backend loads whole weights only")
     return request.getfixturevalue("adapter_dirs")
 
 
@@ -225,8 +224,8 @@ def test_bad_weight_updates_are_refused_and_old_weights_keep_serving(tiny_server
 
 
 @pytest.mark.slow
-def test_adapters_the_backend_cannot_apply_are_refused_and_old_weights_keep_serving(
-    backend, tiny_server, adapter_dirs, tmp_path
+def test_adapters_that_cannot_apply_are_refused_and_old_weights_keep_serving(
+    tiny_server, adapter_dirs, tmp_path
 ):
     peft = pytest.importorskip("peft")
     before = _greedy(tiny_server.url)
@@ -240,11 +239,7 @@ def test_adapters_the_backend_cannot_apply_are_refused_and_old_weights_keep_serv
         peft.LoraConfig(r=2, target_modules="all-linear", use_dora=True),
     )
     dora.save_pretrained(tmp_path / "dora")
-    refusals = (
-        {adapter_dirs[0]: "the vLLM backend loads whole weights only"}
-        if backend == "vllm"
-        else {tmp_path / "other": "an adapter of another model", tmp_path / "dora": "use_dora = True"}
-    )
+    refusals = {tmp_path / "other": "an adapter of another model", tmp_path / "dora": "use_dora = True"}
     for path, why in refusals.items():
         response = httpx.post(
             f"{tiny_server.url}/update_weights", json={"path": str(path), "version": 3}, timeout=60

@@ -35,7 +35,7 @@ from asyncrl.inference.config import InferenceServerConfig
 from asyncrl.inference.vllm.launch import LENGTHS_METHOD, RELOAD_METHOD, VLLMProcessError, build_launch
 from asyncrl.inference.vllm.metrics import VLLMFigures, read_figures
 from asyncrl.inference.vllm.process import VLLMProcess
-from asyncrl.inference.vllm.weights import check_same_model, tensor_shapes
+from asyncrl.inference.vllm.weights import AdapterMerges, check_same_model, tensor_shapes
 from asyncrl.inference.vllm.wire import (
     GENERATE_ROUTE,
     StreamLabels,
@@ -68,6 +68,7 @@ class VLLMBackend(Backend):
         self.policy_version = 0
         self.nccl = config.inference.vllm.weight_transfer == "nccl"
         self._served_shapes = tensor_shapes(model_dir)
+        self._merges = AdapterMerges(model_dir)
         self._process = VLLMProcess(build_launch(config, model_dir, self.max_model_len), log)
         self._client: httpx.AsyncClient | None = None
         self._tasks: list[asyncio.Task] = []
@@ -125,6 +126,7 @@ class VLLMBackend(Backend):
             await self._client.aclose()
             self._client = None
         await asyncio.to_thread(self._process.stop)
+        self._merges.close()
 
     async def _watch(self) -> None:
         while not self._process.died():
@@ -240,6 +242,7 @@ class VLLMBackend(Backend):
     async def update_weights(self, path: str, version: int) -> float:
         self._check_alive()
         started = time.perf_counter()
+        path = await asyncio.to_thread(self._merges.whole, path, version)  # an adapter: merged into its base
         # vLLM's engine dies on a reload that fails, so a dir that is not this model never reaches it.
         await asyncio.to_thread(check_same_model, path, self._served_shapes)
         async with self._weights_lock:
@@ -264,6 +267,7 @@ class VLLMBackend(Backend):
                         continue  # it finished before the pause: what it has yet to deliver is all old
                     labels.switch(generated or 0, version)  # (None: it has not started yet)
                 self.policy_version = version
+                self._merges.serving(path)
                 log.info("weights v%d: checked %.3fs, paused %.3fs, reloaded %.3fs", version,
                          checked - started, paused - checked, time.perf_counter() - paused)  # fmt: skip
             except BaseException:
