@@ -199,7 +199,10 @@ def _describe_one(cls: type[BaseConfig], details: Any) -> str:
     if details["type"] == "extra_forbidden":
         parent: Any = cls
         for key in loc[:-1]:
-            parent = _unwrap(parent.model_fields[key].annotation) if _is_config(parent) else parent
+            if _is_config(parent):
+                parent = _unwrap(parent.model_fields[key].annotation)
+            elif typing.get_origin(parent) is list:  # `key` is an index: `[[orchestrator.eval]]` tables
+                parent = _unwrap(typing.get_args(parent)[0])
         if _is_config(parent):
             return _unknown_key_message(parent, loc[:-1], loc[-1])
     if details["type"] == "value_error":
@@ -252,6 +255,8 @@ def _type_name(annotation: Any) -> str:
         return "{" + "|".join(str(a) for a in typing.get_args(annotation)) + "}"
     if isinstance(annotation, type):
         return annotation.__name__.upper()
+    if typing.get_origin(annotation) is list and _is_config(typing.get_args(annotation)[0]):
+        return "JSON LIST OF TABLES"  # in TOML, [[section.key]] tables
     return str(annotation).replace("typing.", "").upper()
 
 
@@ -266,11 +271,19 @@ def to_toml(config: BaseConfig | dict[str, Any]) -> str:
 
 
 def _table(table: dict[str, Any], prefix: list[str]) -> str:
-    scalars = {k: v for k, v in table.items() if not isinstance(v, dict) and v is not None}
-    out = "".join(f"{k} = {json.dumps(v)}\n" for k, v in scalars.items())
-    for key, sub in ((k, v) for k, v in table.items() if isinstance(v, dict)):
+    out = "".join(f"{k} = {json.dumps(v)}\n" for k, v in table.items() if v is not None and not _is_table(v))
+    for key, value in ((k, v) for k, v in table.items() if _is_table(v)):
         path = [*prefix, key]
-        out += f"\n[{'.'.join(json.dumps(p) if not p.isidentifier() else p for p in path)}]\n" + _table(
-            sub, path
-        )
+        header = ".".join(json.dumps(p) if not p.isidentifier() else p for p in path)
+        if isinstance(value, dict):
+            out += f"\n[{header}]\n" + _table(value, path)
+        else:  # an array of tables (`[[orchestrator.eval]]`): a JSON object is no TOML
+            out += "".join(f"\n[[{header}]]\n" + _table(item, path) for item in value)
     return out
+
+
+def _is_table(value: Any) -> bool:
+    """A table, or a non-empty array of tables."""
+    if isinstance(value, list):
+        return bool(value) and all(isinstance(item, dict) for item in value)
+    return isinstance(value, dict)

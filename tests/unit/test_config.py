@@ -180,7 +180,7 @@ def test_a_key_of_an_absent_section_turns_it_on_and_a_list_reads_where_a_string_
 def test_a_config_file_can_include_another_and_change_a_few_keys(tmp_path):
     from asyncrl.launcher.config import RLConfig
 
-    (tmp_path / "base.toml").write_text('max_steps = 7\n[orchestrator]\nbatch_size = 16\ngroup_size = 4\n')
+    (tmp_path / "base.toml").write_text("max_steps = 7\n[orchestrator]\nbatch_size = 16\ngroup_size = 4\n")
     (tmp_path / "lora.toml").write_text('include = "base.toml"\n[orchestrator]\nbatch_size = 8\n')
     config = load_config(RLConfig, ["-c", str(tmp_path / "lora.toml")])
     assert (config.max_steps, config.orchestrator.batch_size, config.orchestrator.group_size) == (7, 8, 4)

@@ -1,13 +1,14 @@
 """The built-in reverse-text task: give the model a short text, reward it for returning it reversed.
 
-Tasks are generated from a seed, so the default job needs no dataset download.
+Tasks are generated from a seed, so the default job needs no dataset download. The test split holds
+texts the train split of the same arguments does not: a held-out set to evaluate on during training.
 """
 
 from __future__ import annotations
 
 import asyncio
 import random
-from typing import Any
+from typing import Any, Literal
 
 from asyncrl.envs.client import ModelClient
 from asyncrl.envs.environment import Rollout, SingleTurnEnv
@@ -18,6 +19,10 @@ from asyncrl.envs.rubric import Rubric
 # backward pass, and a tiny model learns the task from examples, not from the wording.
 INSTRUCTION = "Reverse: "
 ALPHABET = "abcdefghijklmnopqrstuvwxyz"
+Split = Literal["train", "test"]
+DRAWS_PER_TEXT = 100
+"""Draws the test split may spend per text before it decides the train split holds nearly every text of
+these lengths (only very short texts run out)."""
 
 
 def random_text(rng: random.Random, min_chars: int, max_chars: int) -> str:
@@ -29,15 +34,38 @@ def random_text(rng: random.Random, min_chars: int, max_chars: int) -> str:
     return " ".join(words)[:target].strip()
 
 
-def reverse_text_tasks(n: int, seed: int, min_chars: int = 4, max_chars: int = 16) -> list[dict[str, Any]]:
+def reverse_text_tasks(
+    n: int, seed: int, min_chars: int = 4, max_chars: int = 16, split: Split = "train"
+) -> list[dict[str, Any]]:
     """`n` tasks: chat `prompt` messages and the reversed text as `answer`."""
+    texts = (held_out_texts if split == "test" else train_texts)(n, seed, min_chars, max_chars)
+    return [
+        {"prompt": [{"role": "user", "content": INSTRUCTION + text}], "answer": text[::-1]} for text in texts
+    ]
+
+
+def train_texts(n: int, seed: int, min_chars: int, max_chars: int) -> list[str]:
     rng = random.Random(seed)
-    tasks = []
-    for _ in range(n):
+    return [random_text(rng, min_chars, max_chars) for _ in range(n)]
+
+
+def held_out_texts(n: int, seed: int, min_chars: int, max_chars: int) -> list[str]:
+    """`n` texts from a random stream of their own, leaving out every text of the train split with the same
+    arguments (`train_texts(n, seed, ...)`)."""
+    train = set(train_texts(n, seed, min_chars, max_chars))
+    # A string seed: a stream that no integer seed of the train split draws.
+    rng = random.Random(f"reverse-text test split {seed}")
+    texts: list[str] = []
+    for _ in range(DRAWS_PER_TEXT * n):
         text = random_text(rng, min_chars, max_chars)
-        prompt = [{"role": "user", "content": INSTRUCTION + text}]
-        tasks.append({"prompt": prompt, "answer": text[::-1]})
-    return tasks
+        if text not in train:
+            texts.append(text)
+            if len(texts) == n:
+                return texts
+    raise ValueError(
+        f"the train split of {n} texts of {min_chars} to {max_chars} characters holds nearly all of them, "
+        "leaving too few to hold out: raise min_chars or lower num_examples"
+    )
 
 
 def sft_records(tasks: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -77,13 +105,22 @@ class DelayedReverseText(SingleTurnEnv):
 
 
 def load_environment(
-    num_examples: int = 1000, seed: int = 0, min_chars: int = 4, max_chars: int = 16, latency_s: float = 0.0
+    num_examples: int = 1000,
+    seed: int = 0,
+    min_chars: int = 4,
+    max_chars: int = 16,
+    latency_s: float = 0.0,
+    split: Split = "train",
 ) -> SingleTurnEnv:
     """Reverse a short text. Args: num_examples (tasks generated), seed, min_chars / max_chars (the
-    difficulty: length of the text to reverse), latency_s (extra seconds per rollout, for benchmarks)."""
+    difficulty: length of the text to reverse), latency_s (extra seconds per rollout, for benchmarks),
+    split ("train", or "test": texts from a stream of their own, none of which the train split with the
+    same other arguments holds; evaluate with the training env's arguments plus split = "test")."""
     if not 1 <= min_chars <= max_chars:
         raise ValueError(f"need 1 <= min_chars <= max_chars, got {min_chars} and {max_chars}")
-    tasks = reverse_text_tasks(num_examples, seed, min_chars, max_chars)
+    if split not in ("train", "test"):
+        raise ValueError(f'split is "train" or "test", got {split!r}')
+    tasks = reverse_text_tasks(num_examples, seed, min_chars, max_chars, split)
     rubric = Rubric([lcs_ratio], parser=Parser())
     env = (
         DelayedReverseText(tasks, rubric, latency_s=latency_s)

@@ -1,17 +1,17 @@
 """Run `rollouts_per_example` rollouts of the first `num_examples` tasks, write them as they finish, and
-summarise: mean reward, each reward function's mean, and pass@k (the unbiased estimator)."""
+summarise: mean reward, each reward function's mean, and pass@k (the unbiased estimator, envs/scoring.py)."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import time
-from math import comb
 from pathlib import Path
 from typing import Any
 
 from asyncrl.envs.client import ModelClient
 from asyncrl.envs.environment import Environment, Rollout
+from asyncrl.envs.scoring import pass_rates
 from asyncrl.envs.sources import open_environment
 from asyncrl.errors import UserError
 from asyncrl.evals.config import EvalConfig
@@ -21,13 +21,6 @@ from asyncrl.progress import progress_bar
 
 class EvalOutputExistsError(UserError):
     """The output dir holds an earlier eval's results, which a new eval would replace."""
-
-
-def pass_at_k(n: int, c: int, k: int) -> float:
-    """Probability that at least one of k rollouts drawn from n, of which c pass, passes."""
-    if n - c < k:
-        return 1.0
-    return 1.0 - comb(n - c, k) / comb(n, k)
 
 
 def rollout_record(example: int, rollout: Rollout) -> dict[str, Any]:
@@ -48,7 +41,8 @@ def summarize(records: list[dict[str, Any]], rollouts_per_example: int, threshol
     for r in records:
         by_example.setdefault(r["example"], []).append(r)
     metric_names = sorted({name for r in records for name in r["metrics"]})
-    summary: dict[str, Any] = {
+    rewards = [[r["reward"] for r in rs] for rs in by_example.values()]
+    return {
         "rollouts": len(records),
         "errors": sum(r["error"] is not None for r in records),
         "examples": len(by_example),
@@ -57,17 +51,8 @@ def summarize(records: list[dict[str, Any]], rollouts_per_example: int, threshol
             m: sum(r["metrics"].get(m, 0.0) for r in records) / max(1, len(records)) for m in metric_names
         },
         "pass_threshold": threshold,
-        "pass_at_k": {},
+        "pass_at_k": {str(k): v for k, v in pass_rates(rewards, rollouts_per_example, threshold).items()},
     }
-    for k in range(1, rollouts_per_example + 1):
-        scores = [
-            pass_at_k(len(rs), sum(r["reward"] >= threshold for r in rs), k)
-            for rs in by_example.values()
-            if len(rs) >= k
-        ]
-        if scores:
-            summary["pass_at_k"][str(k)] = sum(scores) / len(scores)
-    return summary
 
 
 async def run_rollouts(

@@ -1,4 +1,5 @@
-"""report.png: reward, loss, throughput and off-policy lag of a run, from its metrics.jsonl."""
+"""report.png: reward (and each eval's avg@k), loss, throughput and off-policy lag of a run, from its
+metrics.jsonl."""
 
 from __future__ import annotations
 
@@ -32,6 +33,8 @@ BREAKDOWNS = [  # component, title, the per-step seconds stacked in its panel
 ]  # fmt: skip
 
 SMOOTH = 10
+EVALS_ON = "reward_mean"
+"""The panel the evals' curves share: their avg@k is a reward too, held-out beside trained."""
 
 
 def _moving_mean(values: list[float], window: int) -> list[float]:
@@ -55,6 +58,9 @@ def write_report(run_dir: Path) -> Path | None:
         axis.plot(steps, values, marker="" if many else "o", markersize=3, alpha=0.35 if many else 1.0)
         if many:  # per-step figures of a few tasks are noisy; the trend is what people look for
             axis.plot(steps, _moving_mean(values, SMOOTH), color="C0", label=f"mean of {SMOOTH} steps")
+        if figure_name == EVALS_ON:
+            _draw_evals(axis, rows)
+        if axis.get_legend_handles_labels()[0]:
             axis.legend(loc="best", fontsize=8)
         axis.set_title(title)
         axis.set_xlabel("step")
@@ -71,6 +77,21 @@ def write_report(run_dir: Path) -> Path | None:
         plt.close(figure)
         tmp.unlink(missing_ok=True)
     return path
+
+
+def eval_curves(rows: list[dict]) -> dict[str, tuple[list[int], list[float]]]:
+    """Each eval's avg@k (`<name>/avg@<k>` of the "eval" lines) as its steps and values."""
+    evals = [row for row in rows if row["component"] == "eval"]
+    names = sorted({name for row in evals for name in row if "/avg@" in name})
+    return {
+        name: ([r["step"] for r in evals if name in r], [r[name] for r in evals if name in r])
+        for name in names
+    }
+
+
+def _draw_evals(axis: plt.Axes, rows: list[dict]) -> None:
+    for color, (name, (steps, averages)) in enumerate(eval_curves(rows).items(), start=1):
+        axis.plot(steps, averages, color=f"C{color}", marker="s", markersize=4, label=f"eval {name}")
 
 
 def _stack(axis: plt.Axes, rows: list[dict], title: str, parts: tuple[str, ...]) -> None:

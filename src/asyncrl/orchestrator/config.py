@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from asyncrl.broadcast.config import WeightSourcesConfig
 from asyncrl.config import ModelConfig, OutputDir, SamplingConfig
@@ -28,6 +28,60 @@ class EnvSpec(BaseConfig):
 
     verifiers: VerifiersConfig = VerifiersConfig()
     """How verifiers episodes run (source = "verifiers")."""
+
+
+class EvalSpec(BaseConfig):
+    """One eval during training (a `[[orchestrator.eval]]` table): an environment's first tasks, `k`
+    rollouts each, on the policy the servers serve at step 0, every `interval` steps and after the last."""
+
+    name: str | None = None
+    """Label of its figures in metrics.jsonl (`<name>/avg@<k>`); default: the environment's name."""
+
+    env: EnvSpec = EnvSpec()
+    """The environment, in the shape of orchestrator.env (source, name, args, verifiers): any one, such as
+    the training env with other args (reverse-text's held-out texts: args.split = "test")."""
+
+    interval: int = Field(10, ge=1)
+    """Steps between evals: one runs on the first policy (step 0), one when the servers serve the weights of
+    each multiple of this, and one on the final weights."""
+
+    num_examples: int = Field(64, ge=1)
+    """Tasks evaluated: the first ones of the environment's dataset (all of them if it holds fewer)."""
+
+    k: int = Field(1, ge=1)
+    """Rollouts per task: avg@k is their mean reward, pass@1 .. pass@k the unbiased estimator."""
+
+    pass_threshold: float = 1.0
+    """A rollout passes, for pass@k, with at least this reward."""
+
+    sampling: SamplingConfig = SamplingConfig()
+    """Sampling of the eval's turns: its own, not orchestrator.sampling (temperature 0 and k = 1 measure
+    greedy accuracy; pass@k for k > 1 needs a temperature above 0)."""
+
+    max_concurrent: int = Field(32, ge=1)
+    """Rollouts of this eval in flight at once (whole tasks: at least k), beside training's max_inflight on
+    the same servers."""
+
+    @field_validator("name")
+    @classmethod
+    def _plain_name(cls, name: str | None) -> str | None:
+        if name is not None and (not name or any(c == "/" or c.isspace() for c in name)):
+            raise ValueError(f"an eval's name labels metrics: give one without '/' or spaces, not {name!r}")
+        return name
+
+    @model_validator(mode="after")
+    def _distinct_rollouts(self) -> EvalSpec:
+        if self.k > 1 and self.sampling.temperature == 0:
+            raise ValueError(
+                f"k = {self.k} greedy rollouts (sampling.temperature 0) are one rollout {self.k} times: "
+                "use k = 1, or a temperature above 0"
+            )
+        return self
+
+    @property
+    def label(self) -> str:
+        """The name its figures go by."""
+        return self.name or self.env.name
 
 
 class ClientConfig(BaseConfig):
@@ -142,6 +196,10 @@ class OrchestratorConfig(BaseConfig):
     verify: VerifyConfig = VerifyConfig()
     """TOPLOC: checking that rollouts came from the claimed weights."""
 
+    eval: list[EvalSpec] = []
+    """Evals during training, each a `[[orchestrator.eval]]` table (name, env, interval, num_examples, k,
+    pass_threshold, sampling, max_concurrent); their figures are metrics.jsonl lines of component "eval"."""
+
     @model_validator(mode="after")
     def _whole_groups(self) -> OrchestratorConfig:
         if self.batch_size % self.group_size:
@@ -154,6 +212,14 @@ class OrchestratorConfig(BaseConfig):
                 "TOPLOC checks (verify.fraction, verify.rollouts_file) need asyncrl's own environments: "
                 "verifiers episodes do not carry the proofs"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _distinct_eval_labels(self) -> OrchestratorConfig:
+        labels = [spec.label for spec in self.eval]
+        if len(set(labels)) < len(labels):
+            twice = sorted({label for label in labels if labels.count(label) > 1})
+            raise ValueError(f"two evals are labelled {', '.join(twice)}: give each its own `name`")
         return self
 
 

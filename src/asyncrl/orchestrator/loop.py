@@ -5,6 +5,7 @@ Groups of rollouts run continuously (see groups.py), at most `async_level` steps
 the servers serve; new weights are loaded on the servers as soon as the trainer publishes them. Progress
 (the step, the position in the task stream, the tasks in flight) is saved inside each batch dir, so a
 restarted orchestrator continues with the next step and runs again exactly the tasks no batch holds.
+Evals during training run beside the groups, on the same servers (see evaluation.py).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from pathlib import Path
 
 from asyncrl.envs.sources import open_environment
 from asyncrl.orchestrator.config import OrchestratorProcessConfig
+from asyncrl.orchestrator.evaluation import Evaluations, open_evals
 from asyncrl.orchestrator.groups import BatchStats, Group, GroupStream
 from asyncrl.orchestrator.pool import InferencePool
 from asyncrl.orchestrator.tasks import TaskStream
@@ -51,6 +53,7 @@ def write_readable_samples(run_dir: Path, step: int, groups: list[Group], count:
     rollouts = [(g, r, a) for g in groups for r, a in zip(g.rollouts, g.advantages, strict=True)][:count]
     records = [
         {
+            "step": step,
             "task_index": group.task_index,
             "prompt": rollout.prompt,
             "completion": rollout.completion,
@@ -58,6 +61,8 @@ def write_readable_samples(run_dir: Path, step: int, groups: list[Group], count:
             "reward": rollout.reward,
             "advantage": advantage,
             "policy_version": rollout.policy_version,
+            "tokens": sum(len(turn.token_ids) for turn in rollout.turns),
+            "metrics": rollout.metrics,
         }
         for group, rollout, advantage in rollouts
     ]
@@ -122,6 +127,7 @@ async def orchestrate(config: OrchestratorProcessConfig) -> None:
     env = open_environment(
         spec.source, spec.name, spec.args, spec.verifiers, str(config.model.path), logs_dir(run_dir)
     )
+    evals = open_evals(cfg.eval, str(config.model.path), logs_dir(run_dir))
     last = latest_step(rollouts_root(run_dir), lambda d: (d / PROGRESS_FILE).exists())
     progress = load_progress(last[1]) if last else {"step": 0, "cursor": 0}
     tasks = TaskStream(
@@ -136,7 +142,8 @@ async def orchestrate(config: OrchestratorProcessConfig) -> None:
     watcher = WeightWatcher(
         run_dir, pool, sources=cfg.weights, attempts=cfg.weights_update_attempts, status=status
     )
-    async with env, pool, watcher:
+    evaluations = Evaluations(evals, run_dir, pool, watcher, config.max_steps)
+    async with env, pool, watcher, evaluations:
         groups = GroupStream(env, pool, tasks, watcher, cfg)
         verifier = (
             RolloutVerifier(run_dir, config.model.path, cfg.verify, cfg.sampling, config.seed)
@@ -178,6 +185,7 @@ async def orchestrate(config: OrchestratorProcessConfig) -> None:
         finally:
             bar.close()
             await groups.close()
+        await watcher.guard(evaluations.finish(cfg.weights_timeout_s))
 
 
 def run_orchestrator(config: OrchestratorProcessConfig) -> None:

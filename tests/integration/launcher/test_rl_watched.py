@@ -48,6 +48,11 @@ def test_a_run_with_wandb_offline_leaves_one_wandb_run_with_its_metrics_steps_ti
     orchestrator = [r for r in rows if "orchestrator/reward_mean" in r]
     assert [r["orchestrator/step"] for r in orchestrator] == list(range(1, STEPS + 1))
     assert wandb_records.config(offline)["max_steps"] == STEPS
+    # The default job's held-out eval (every 20 steps, and after the last) rides along as component "eval".
+    evals = [r for r in rows if "eval/held-out/avg@1" in r]
+    assert [r["eval/step"] for r in evals] == [0, STEPS] and all(
+        0 <= r["eval/held-out/avg@1"] <= 1 for r in evals
+    )
     samples = wandb_records.table_rows(offline, "samples")
     assert sorted({row[0] for row in samples}) == [2, 4]
     first = json.loads(samples_file(watched_run, 2).read_text().splitlines()[0])
@@ -73,6 +78,7 @@ def test_asyncrl_view_on_the_run_renders_its_curves_and_rollouts_in_a_real_brows
     curves = dict(re.findall(r'data-series="([^"]+)" data-points="(\d+)"', dom))
     for series in ("orchestrator/reward_mean", "trainer/loss", "orchestrator/off_policy_max"):
         assert curves.get(series) == str(STEPS), (series, curves)
+    assert curves.get("eval/held-out/avg@1") == "2", curves
     assert 'id="run-state" class="state finished"' in dom
     newest = json.loads(samples_file(watched_run, STEPS).read_text().splitlines()[0])
     text = html.unescape(dom)

@@ -69,3 +69,21 @@ def test_reverse_text_can_add_latency_per_rollout():
 
     assert isinstance(load_environment("reverse-text", num_examples=2, latency_s=0.5), DelayedReverseText)
     assert not isinstance(load_environment("reverse-text", num_examples=2), DelayedReverseText)
+
+
+def test_reverse_texts_test_split_holds_out_every_text_of_the_train_split_with_the_same_args():
+    # Texts of 2 to 4 characters: two independent streams of 300 would share some.
+    args = {"num_examples": 300, "min_chars": 2, "max_chars": 4}
+    train = load_environment("reverse-text", **args)
+    test = load_environment("reverse-text", split="test", **args)
+    assert len(test.dataset) == 300
+    assert not {t["answer"] for t in train.dataset} & {t["answer"] for t in test.dataset}
+    assert test.dataset == load_environment("reverse-text", split="test", **args).dataset
+    assert train.dataset == load_environment("reverse-text", split="train", **args).dataset
+
+
+def test_reverse_text_refuses_a_test_split_the_train_split_leaves_nothing_for():
+    with pytest.raises(EnvironmentArgsError, match="too few to hold out"):
+        load_environment("reverse-text", num_examples=200, min_chars=1, max_chars=1, split="test")
+    with pytest.raises(EnvironmentArgsError, match='split is "train" or "test"'):
+        load_environment("reverse-text", split="validation")
