@@ -3,9 +3,9 @@ and a ~100M-parameter one: trainer tokens/s and peak memory, optimizer-state byt
 step, and the inference server's weight-update latency for what was published (its first update, and
 the steady state after it).
 
-Each configuration runs in its own subprocess (its peak memory is its own): it trains on RL-like packed
-batches, publishes weights/step_N as a run would (a whole HF dir, or the adapter dir), and has a server on
-the base model load it through /update_weights.
+Each configuration runs in its own subprocess (its peak memory, max RSS on CPU, is its own): it trains
+on RL-like packed batches, publishes weights/step_N as a run would (a whole HF dir, or the adapter dir),
+and has a server on the base model load it through /update_weights.
 
     .venv/bin/python benchmarks/lora.py [--steps 2] [--tokens 2048] [--rank 16] [--threads 2]
 """
@@ -46,9 +46,8 @@ def optimizer_state_bytes(optimizers: list[torch.optim.Optimizer]) -> int:
                for t in s.values() if torch.is_tensor(t))  # fmt: skip
 
 
-def run_one(model: str, rank: int, steps: int, tokens: int, threads: int) -> dict[str, float]:
+def run_one(path: str, rank: int, steps: int, tokens: int, threads: int) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as tmp:
-        path = make_model_dir(model, str(Path(tmp) / "base"))
         lora = LoraConfig(rank=rank, alpha=2 * rank) if rank else None
         config = TrainerConfig(micro_batch_tokens=2048)
         ranks = Ranks(0, 1, torch.device("cpu"))
@@ -112,25 +111,26 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     if args.one:
-        model, rank = args.one.split(":")
-        print(json.dumps(run_one(model, int(rank), args.steps, args.tokens, args.threads)))
+        path, rank = args.one.rsplit(":", 1)
+        print(json.dumps(run_one(path, int(rank), args.steps, args.tokens, args.threads)))
         return
     print(
         f"{args.tokens} tokens a step, {args.steps} timed steps, {args.threads} threads, LoRA rank "
         f"{args.rank} on every linear layer"
     )
     print(f"{'model':>8}{'training':>11}" + "".join(f"{title:>11}" for _, title, _ in COLUMNS))
-    for model in MODELS:
-        rows = {}
-        for name, rank in (("full", 0), ("lora", args.rank)):
-            command = [sys.executable, __file__, "--one", f"{model}:{rank}", "--steps", str(args.steps),
-                       "--tokens", str(args.tokens), "--threads", str(args.threads)]  # fmt: skip
-            out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
-            rows[name] = json.loads(out.strip().splitlines()[-1])
-            print(row(model, name, rows[name]))
-        print(
-            row(model, "lora/full", {k: rows["lora"][k] / rows["full"][k] for k, _, _ in COLUMNS}, ratio=True)
-        )
+    with tempfile.TemporaryDirectory() as tmp:
+        for model in MODELS:
+            path = make_model_dir(model, str(Path(tmp) / model))  # made here: its peak is not the runs'
+            rows = {}
+            for name, rank in (("full", 0), ("lora", args.rank)):
+                command = [sys.executable, __file__, "--one", f"{path}:{rank}", "--steps", str(args.steps),
+                           "--tokens", str(args.tokens), "--threads", str(args.threads)]  # fmt: skip
+                out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+                rows[name] = json.loads(out.strip().splitlines()[-1])
+                print(row(model, name, rows[name]))
+            ratios = {k: rows["lora"][k] / rows["full"][k] for k, _, _ in COLUMNS}
+            print(row(model, "lora/full", ratios, ratio=True))
 
 
 if __name__ == "__main__":
