@@ -12,6 +12,7 @@ import os
 import threading
 import time
 import tomllib
+from collections.abc import Callable
 from pathlib import Path
 
 from asyncrl.errors import UserError
@@ -105,7 +106,7 @@ class Monitor:
             for step, records in news.samples:
                 self._guarded(tracker, tracker.log_samples, step, records)
 
-    def _guarded(self, tracker: Tracker, call, *args: object) -> None:  # noqa: ANN001 - any bound method
+    def _guarded(self, tracker: Tracker, call: Callable[..., None], *args: object) -> None:
         if tracker not in self.trackers:
             return
         try:

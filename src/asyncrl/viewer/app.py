@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hmac
 import os
 import socket
 from importlib import resources
@@ -17,6 +18,7 @@ from asyncrl.viewer.run_data import RunData, StepGone, check_run_dir
 
 STATIC = Path(str(resources.files("asyncrl.viewer") / "static"))
 PAGES = {"viewer.js": "text/javascript", "viewer.css": "text/css"}
+COOKIE = "asyncrl_view_token"
 
 
 def create_app(run_dir: Path, token: str | None = None) -> FastAPI:
@@ -25,16 +27,18 @@ def create_app(run_dir: Path, token: str | None = None) -> FastAPI:
     data = RunData(run_dir)
     app = FastAPI(title="asyncrl view", docs_url=None, redoc_url=None, openapi_url=None)
 
-    @app.middleware("http")
-    async def _authorize(request: Request, call_next):  # noqa: ANN001, ANN202 - Starlette's signature
-        if token is None:
-            return await call_next(request)
-        given = request.query_params.get("token") or request.cookies.get("asyncrl_view_token")
-        if given != token and not bearer_matches(request.headers.get("authorization"), token):
+    async def authorize(request: Request, call_next):  # noqa: ANN001, ANN202 - Starlette's signature
+        given = request.query_params.get("token") or request.cookies.get(COOKIE) or ""
+        if not hmac.compare_digest(given.encode(), token.encode()) and not bearer_matches(
+            request.headers.get("authorization"), token
+        ):
             return JSONResponse({"error": "open the page with ?token=TOKEN (asyncrl view --token)"}, 401)
         response = await call_next(request)
-        response.set_cookie("asyncrl_view_token", token, httponly=True, samesite="strict")
+        response.set_cookie(COOKIE, token, httponly=True, samesite="strict")  # the page's own requests
         return response
+
+    if token is not None:
+        app.middleware("http")(authorize)
 
     @app.get("/")
     def page() -> FileResponse:
