@@ -38,6 +38,12 @@ def offline_runs(run_dir: Path) -> list[Path]:
     return sorted((Path(run_dir) / "wandb").glob("offline-run-*"))
 
 
+def run_id(run: Path) -> str:
+    """The W&B run id of an offline run dir (its name may carry a `-1` when two started in one second)."""
+    (log,) = run.glob("run-*.wandb")
+    return log.stem.removeprefix("run-")
+
+
 def history(run: Path) -> list[dict]:
     """Each logged row as {key: value}."""
     (log,) = run.glob("run-*.wandb")

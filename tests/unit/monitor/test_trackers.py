@@ -49,7 +49,7 @@ def test_a_wandb_run_holds_each_components_metrics_at_its_steps_with_times_and_a
         pass
 
     runs = wandb_records.offline_runs(tmp_path)
-    assert len(runs) == 2 and len({r.name.split("-")[-1] for r in runs}) == 1
+    assert len(runs) == 2 and len({wandb_records.run_id(r) for r in runs}) == 1
     rows = [row for run in runs for row in wandb_records.history(run)]
     trainer = [r for r in rows if "trainer/loss" in r]
     assert [r["trainer/step"] for r in trainer] == [1, 2, 3, 4]
