@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import struct
+import time
 from pathlib import Path
 
 from wandb.proto import wandb_internal_pb2
@@ -44,11 +45,22 @@ def run_id(run: Path) -> str:
     return log.stem.removeprefix("run-")
 
 
+def finished_records(run: Path, timeout_s: float = 30.0) -> list[wandb_internal_pb2.Record]:
+    """The run's records once its exit record is there: wandb's core process may still be writing the
+    log for a moment after `finish()` returned."""
+    (log,) = run.glob("run-*.wandb")
+    deadline = time.monotonic() + timeout_s
+    while True:
+        found = records(log)
+        if any(r.WhichOneof("record_type") == "exit" for r in found) or time.monotonic() > deadline:
+            return found
+        time.sleep(0.1)
+
+
 def history(run: Path) -> list[dict]:
     """Each logged row as {key: value}."""
-    (log,) = run.glob("run-*.wandb")
     rows = []
-    for record in records(log):
+    for record in finished_records(run):
         if record.WhichOneof("record_type") == "history":
             rows.append({item.key or "/".join(item.nested_key): json.loads(item.value_json)
                          for item in record.history.item})  # fmt: skip
@@ -56,8 +68,7 @@ def history(run: Path) -> list[dict]:
 
 
 def config(run: Path) -> dict:
-    (log,) = run.glob("run-*.wandb")
-    for record in records(log):
+    for record in finished_records(run):
         if record.WhichOneof("record_type") == "run":
             return {item.key: json.loads(item.value_json) for item in record.run.config.update}
     return {}
