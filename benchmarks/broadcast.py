@@ -3,9 +3,11 @@
 1. full-fetch throughput of the newest version to N clients, from the origin directly and through a
    relay tree (origin -> relays -> clients), with the origin's egress bytes in each case;
 2. delta-compressed bytes per version against full bytes, after real optimizer steps of the project's
-   trainer code, and one delta fetch checked bit for bit.
+   trainer code, and one delta fetch checked bit for bit;
+3. the same model trained with a rank-16 LoRA adapter, whose versions are adapter dirs: their size and
+   the full fetch by the same clients from the origin.
 
-Every node and client is its own process (`python -m asyncrl.broadcast`), as on separate machines; wall
+Every node and client is its own process (`asyncrl broadcast serve|fetch`), as on separate machines; wall
 times run from launching the processes to the last client's exit, start-up included in both cases.
 
     .venv/bin/python benchmarks/broadcast.py [--clients 8] [--relays 2] [--steps 3] [--shard-mb 8]
@@ -28,7 +30,7 @@ import torch
 from trainer_throughput import make_batch, make_model_dir
 
 from asyncrl.broadcast.manifest import Manifest
-from asyncrl.config import ModelConfig
+from asyncrl.config import LoraConfig, ModelConfig
 from asyncrl.models import load_tokenizer
 from asyncrl.trainer.config import TrainerConfig
 from asyncrl.trainer.distributed import Ranks
@@ -39,13 +41,15 @@ from asyncrl.trainer.train_step import train_on_batch
 MB = 1e6
 
 
-def train_checkpoints(run_dir: Path, steps: int, tokens: int) -> tuple[float, float]:
-    """weights/step_0 (the initial ~100M model) to step_<steps>, each after one AdamW step of the trainer's
-    own code; returns (parameters, learning rate)."""
+def train_checkpoints(
+    run_dir: Path, steps: int, tokens: int, lora: LoraConfig | None = None
+) -> tuple[float, float]:
+    """weights/step_0 (the initial ~100M model, or with `lora` its adapter) to step_<steps>, each after one
+    AdamW step of the trainer's own code; returns (parameters, learning rate)."""
     config = TrainerConfig()
     ranks = Ranks(0, 1, torch.device("cpu"))
     model_dir = make_model_dir("100M", str(run_dir / "init"))
-    model, optimizers = build(ModelConfig(path=model_dir), config, 0, ranks)
+    model, optimizers = build(ModelConfig(path=model_dir, lora=lora), config, 0, ranks)
     tokenizer = load_tokenizer(model_dir)
     publish(run_dir, 0, model, tokenizer, ranks)
     for step in range(1, steps + 1):
@@ -59,7 +63,7 @@ class Node:
 
     def __init__(self, args: list[str], log: Path) -> None:
         self.log = log
-        command = [sys.executable, "-m", "asyncrl.broadcast", "serve", "--port", "0", *args]
+        command = [sys.executable, "-m", "asyncrl.cli", "broadcast", "serve", "--port", "0", *args]
         self.process = subprocess.Popen(command, stdout=open(log, "w"), stderr=subprocess.STDOUT)  # noqa: SIM115
         deadline = time.monotonic() + 120
         while not (found := re.search(r"serving on (http://[\d.]+:\d+)", log.read_text())):
@@ -86,7 +90,7 @@ class Node:
 
 
 def fetch_command(sources: list[str], version: int, out: Path, base: Path | None = None) -> list[str]:
-    command = [sys.executable, "-m", "asyncrl.broadcast", "fetch", *sources, "--version", str(version),
+    command = [sys.executable, "-m", "asyncrl.cli", "broadcast", "fetch", *sources, "--version", str(version),
                "--out", str(out), "--json", "--progress", "false", "--fetch.wait-s", "300"]  # fmt: skip
     return command + (["--base", str(base)] if base is not None else [])
 
@@ -119,7 +123,8 @@ def publish_step(root: Path, origin: Node, step: int) -> float:
     return time.perf_counter() - start
 
 
-def fan_out(origin: Node, sources: list[list[str]], version: int, out: Path, bases: list[Path] | None = None):
+def fan_out(origin: Node, sources: list[list[str]], version: int, out: Path, bases: list[Path] | None = None,
+            run: str = "run"):  # fmt: skip
     """Every client (one per sources list) fetches `version` at once; (wall s, origin egress, reports)."""
     before = origin.get("/stats")["bytes_sent"]
     commands = [
@@ -127,7 +132,7 @@ def fan_out(origin: Node, sources: list[list[str]], version: int, out: Path, bas
         for i, urls in enumerate(sources)
     ]
     seconds, reports = run_clients(commands)
-    expected = out.parent / "run" / "weights" / f"step_{version}"
+    expected = out.parent / run / "weights" / f"step_{version}"
     if not all(same_bytes(Path(r["path"]), expected) for r in reports):
         raise RuntimeError(f"a client's copy of version {version} differs from the trainer's")
     return seconds, origin.get("/stats")["bytes_sent"] - before, reports
@@ -219,6 +224,26 @@ def main() -> None:
         for relay in relays:
             relay.stop()
         origin.stop()
+
+        # 3. The same model with a LoRA adapter: each version is the adapter dir alone.
+        train_checkpoints(root / "lora", 1, args.tokens, LoraConfig(rank=16, alpha=32))
+        (root / "lora_run" / "weights").mkdir(parents=True)
+        (root / "lora" / "weights" / "step_1").rename(root / "lora_run" / "weights" / "step_1")
+        lora_origin = Node(["--weights-dir", str(root / "lora_run" / "weights"), "--shard-mb",
+                            str(args.shard_mb)], root / "lora_origin.log")  # fmt: skip
+        lora_origin.wait_for(1)
+        adapter = Manifest.parse(json.dumps(lora_origin.get("/v/1/manifest"))).total_size
+        lora_s, lora_egress, _ = fan_out(
+            lora_origin, [[lora_origin.url]] * args.clients, 1, root / "lora_fetch", run="lora_run"
+        )
+        lora_origin.stop()
+        print()
+        version = f"a version is {adapter / MB:.1f} MB ({adapter / size:.3f} x the whole {size / MB:.1f} MB)"
+        fetched = (
+            f"{args.clients} clients fetched it from the origin in {lora_s:.1f} s (whole: {direct_s:.1f} s)"
+        )
+        egress = f"origin egress {lora_egress / MB:.0f} MB (whole: {direct_egress / MB:.0f} MB)"
+        print(f"LoRA rank 16 on every linear layer: {version}; {fetched}, {egress}")
 
 
 if __name__ == "__main__":
