@@ -34,6 +34,7 @@ from asyncrl.progress import progress_bar
 from asyncrl.transport.layout import (
     HEARTBEAT_S,
     DiskFullError,
+    config_file,
     full_disk_reported,
     log_file,
     logs_dir,
@@ -195,7 +196,7 @@ def run_rl(config: RLConfig) -> None:
             f"{run_dir} is not empty: pass --resume true to continue it, or another --output-dir"
         )
     logs_dir(run_dir).mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.toml").write_text(to_toml(config))
+    config_file(run_dir).write_text(to_toml(config))
     append_metrics(run_dir, "launcher", 0, {"event": "start"})  # the clock of every line's elapsed_s
     # A built-in model is built (the warm-started one by a short SFT) once, here, not by three children.
     config = resolve_builtin_models(config)
@@ -248,7 +249,7 @@ def run_rl(config: RLConfig) -> None:
                 time.sleep(POLL_S)
         except KeyboardInterrupt:
             print(
-                f"\nstopping; continue with: asyncrl rl -c {run_dir / 'config.toml'} --resume true",
+                f"\nstopping; continue with: asyncrl rl -c {config_file(run_dir)} --resume true",
                 file=sys.stderr,
             )
             raise

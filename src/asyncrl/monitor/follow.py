@@ -12,14 +12,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from asyncrl.transport.layout import metrics_file, samples_dir, step_number, write_file_atomically
+from asyncrl.transport.layout import (
+    metrics_file,
+    monitor_dir,
+    samples_dir,
+    step_number,
+    write_file_atomically,
+)
 
 log = logging.getLogger("asyncrl.monitor")
-
-
-def monitor_dir(run_dir: Path) -> Path:
-    """Where the trackers keep their state (the follower's position, the W&B run id)."""
-    return Path(run_dir) / "monitor"
 
 
 @dataclass

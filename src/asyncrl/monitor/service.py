@@ -11,14 +11,14 @@ import logging
 import os
 import threading
 import time
-import tomllib
 from collections.abc import Callable
 from pathlib import Path
 
 from asyncrl.errors import UserError
 from asyncrl.monitor.config import MonitorCommandConfig, MonitorConfig
-from asyncrl.monitor.follow import RunFollower, monitor_dir
+from asyncrl.monitor.follow import RunFollower
 from asyncrl.monitor.trackers import TensorBoardTracker, Tracker, WandbTracker
+from asyncrl.transport.layout import monitor_dir, read_config
 from asyncrl.transport.metrics import read_metrics
 
 log = logging.getLogger("asyncrl.monitor")
@@ -118,8 +118,7 @@ class Monitor:
 
 def run_finished(run_dir: Path) -> bool:
     """Whether the trainer has logged the run's last step (max_steps of its config.toml)."""
-    config = Path(run_dir) / "config.toml"
-    max_steps = tomllib.loads(config.read_text()).get("max_steps") if config.exists() else None
+    max_steps = read_config(run_dir).get("max_steps")
     trainer = read_metrics(run_dir, "trainer")
     return max_steps is not None and bool(trainer) and trainer[-1]["step"] >= max_steps
 

@@ -13,12 +13,11 @@ import json
 import netrc
 import os
 import secrets
-import tomllib
 from pathlib import Path
 from typing import Any
 
 from asyncrl.monitor.config import MonitorConfig
-from asyncrl.monitor.follow import monitor_dir
+from asyncrl.transport.layout import monitor_dir, read_config, tensorboard_dir
 
 SAMPLE_COLUMNS = ["step", "prompt", "completion", "reward", "advantage", "policy_version", "off_policy_lag"]
 
@@ -47,11 +46,6 @@ def sample_row(step: int, record: dict[str, Any]) -> list[Any]:
     version = record.get("policy_version", 0)
     return [step, message_text(record.get("prompt", [])), message_text(record.get("completion", [])),
             record.get("reward"), record.get("advantage"), version, step - version]  # fmt: skip
-
-
-def run_config(run_dir: Path) -> dict[str, Any]:
-    path = Path(run_dir) / "config.toml"
-    return tomllib.loads(path.read_text()) if path.exists() else {}
 
 
 class Tracker(abc.ABC):
@@ -103,7 +97,7 @@ class WandbTracker(Tracker):
             id=run_id,
             resume="allow",
             dir=str(run_dir),
-            config=run_config(run_dir),
+            config=read_config(run_dir),
             mode=wandb_mode(),
             # The launcher's own output stays its own: the progress bar, not W&B's console capture.
             settings=wandb.Settings(console="off", quiet=True, x_save_requirements=False),
@@ -138,8 +132,8 @@ class TensorBoardTracker(Tracker):
     def __init__(self, run_dir: Path, config: MonitorConfig) -> None:
         from torch.utils.tensorboard import SummaryWriter  # needs the optional tensorboard package
 
-        self.writer = SummaryWriter(log_dir=str(Path(run_dir) / "tensorboard"))
-        self.writer.add_text("config", "```\n" + json.dumps(run_config(run_dir), indent=1) + "\n```", 0)
+        self.writer = SummaryWriter(log_dir=str(tensorboard_dir(run_dir)))
+        self.writer.add_text("config", "```\n" + json.dumps(read_config(run_dir), indent=1) + "\n```", 0)
 
     def log_metrics(self, record: dict[str, Any]) -> None:
         step, wall = int(record["step"]), record.get("time")

@@ -2,6 +2,7 @@
 
 ```
 config.toml  metrics.jsonl  report.png
+monitor/  tensorboard/  wandb/   the trackers' state and stores (asyncrl.monitor)
 rollouts/step_<N>/      orchestrator -> trainer batches (renamed into place whole)
 weights/step_<N>/       HF dirs, complete once their STABLE marker exists
 checkpoints/step_<N>/   resumable trainer state
@@ -19,6 +20,7 @@ import os
 import shutil
 import tempfile
 import time
+import tomllib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -157,6 +159,26 @@ def status_file(run_dir: Path, component: str) -> Path:
 
 def metrics_file(run_dir: Path) -> Path:
     return Path(run_dir) / "metrics.jsonl"
+
+
+def config_file(run_dir: Path) -> Path:
+    """The resolved config of the run, as `asyncrl rl` wrote it."""
+    return Path(run_dir) / "config.toml"
+
+
+def read_config(run_dir: Path) -> dict:
+    """The run's config.toml as a table ({} when there is none); TOMLDecodeError when it is not TOML."""
+    path = config_file(run_dir)
+    return tomllib.loads(path.read_text()) if path.exists() else {}
+
+
+def monitor_dir(run_dir: Path) -> Path:
+    """Where the trackers keep their state (the follower's position, the W&B run id, its lock)."""
+    return Path(run_dir) / "monitor"
+
+
+def tensorboard_dir(run_dir: Path) -> Path:
+    return Path(run_dir) / "tensorboard"
 
 
 def latest_weights(run_dir: Path) -> tuple[int, Path] | None:

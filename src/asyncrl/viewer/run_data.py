@@ -15,7 +15,14 @@ from pathlib import Path
 from typing import Any
 
 from asyncrl.errors import UserError
-from asyncrl.transport.layout import metrics_file, samples_dir, samples_file, step_number
+from asyncrl.transport.layout import (
+    config_file,
+    metrics_file,
+    read_config,
+    samples_dir,
+    samples_file,
+    step_number,
+)
 from asyncrl.transport.metrics import read_metrics
 
 LIVE_S = 60.0
@@ -38,7 +45,7 @@ def check_run_dir(path: Path | None) -> Path:
     path = Path(path)
     if not path.is_dir():
         raise NotARunDir(f"{path} is not a directory: give the output_dir of an `asyncrl rl` run")
-    if not (path / "config.toml").exists() and not metrics_file(path).exists():
+    if not config_file(path).exists() and not metrics_file(path).exists():
         raise NotARunDir(
             f"{path} is not a run dir (it has neither config.toml nor metrics.jsonl): give the output_dir "
             "of an `asyncrl rl` run"
@@ -79,9 +86,7 @@ class RunData:
     def summary(self) -> dict[str, Any]:
         problems = []
         try:
-            config = tomllib.loads((self.run_dir / "config.toml").read_text())
-        except FileNotFoundError:
-            config = {}
+            config = read_config(self.run_dir)
         except (OSError, tomllib.TOMLDecodeError) as e:
             config = {}
             problems.append(f"config.toml could not be read: {e}")
