@@ -1,6 +1,7 @@
-"""Loading local Hugging Face causal LMs, plus the untrained tiny built-in Qwen2 model so everything runs
-offline. The ground floor: it knows model directories and builds untrained models, never trains one
-(trained built-in models are recipes in asyncrl.builtin_models)."""
+"""Loading local Hugging Face causal LMs, plus the untrained built-in models (tiny dense Qwen2, tiny
+GLM-4.5-style and Qwen3 MoEs) so everything runs offline. The ground floor: it knows model directories
+and builds untrained models, never trains one (trained built-in models are recipes in
+asyncrl.builtin_models)."""
 
 from __future__ import annotations
 
@@ -18,11 +19,16 @@ from transformers import (
     AutoModelForCausalLM,
     AutoTokenizer,
     GenerationConfig,
+    Glm4MoeConfig,
+    Glm4MoeForCausalLM,
+    PretrainedConfig,
     PreTrainedModel,
     PreTrainedTokenizerBase,
     PreTrainedTokenizerFast,
     Qwen2Config,
     Qwen2ForCausalLM,
+    Qwen3MoeConfig,
+    Qwen3MoeForCausalLM,
 )
 from transformers.utils import logging as hf_logging
 
@@ -34,6 +40,8 @@ hf_logging.disable_progress_bar()
 TINY_MODEL_NAME = "tiny"
 # The cache dir name: bump the suffix whenever the tiny model's recipe changes.
 TINY_MODEL_VERSION = "tiny-v1"
+TINY_MOE_NAME, TINY_MOE_VERSION = "tiny-moe", "tiny-moe-v1"
+TINY_QWEN3_MOE_NAME, TINY_QWEN3_MOE_VERSION = "tiny-qwen3-moe", "tiny-qwen3-moe-v1"
 ENDOFTEXT, IM_START, IM_END = "<|endoftext|>", "<|im_start|>", "<|im_end|>"
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 """The dtypes a model may be loaded in, by their config names (`model.dtype`)."""
@@ -88,11 +96,12 @@ def _cache_root() -> Path:
 
 
 def resolve_model_path(path: str) -> Path:
-    """`tiny` (the untrained built-in model) to its cached dir, built on first use; any other `path` checked
-    to be a usable local HF model dir. The other built-in names (`tiny-reverse-text`, ...) are recipes
-    that train: `asyncrl.builtin_models` resolves them to dirs before any process starts."""
-    if path == TINY_MODEL_NAME:
-        return tiny_model_dir()
+    """An untrained built-in name (`tiny`, `tiny-moe`, `tiny-qwen3-moe`) to its cached dir, built on first
+    use; any other `path` checked to be a usable local HF model dir. The other built-in names
+    (`tiny-reverse-text`, ...) are recipes that train: `asyncrl.builtin_models` resolves them to dirs
+    before any process starts."""
+    if path in UNTRAINED_MODELS:
+        return UNTRAINED_MODELS[path]()
     model_dir = Path(path).expanduser().absolute()
     if not model_dir.exists():
         raise ModelLoadError(
@@ -209,32 +218,37 @@ def _build_tiny_tokenizer() -> PreTrainedTokenizerFast:
     )
 
 
-def build_tiny_model(out_dir: Path, seed: int = 0) -> Path:
-    """Write the tiny Qwen2 model and its tokenizer to `out_dir`; same seed, same bytes."""
+def _tiny_config_kwargs(tokenizer: PreTrainedTokenizerFast) -> dict:
+    """What every built-in model shares: the byte-level vocabulary, its special ids, a 2k window."""
+    pad_id, eos_id = tokenizer.convert_tokens_to_ids([ENDOFTEXT, IM_END])
+    return {
+        "vocab_size": 272,  # 259 used, padded to a multiple of 16
+        "hidden_size": 128,
+        "num_hidden_layers": 4,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "max_position_embeddings": 2048,
+        "bos_token_id": None,
+        "eos_token_id": eos_id,
+        "pad_token_id": pad_id,
+        "dtype": torch.float32,
+    }
+
+
+def _write_built_in(
+    model_class: type[PreTrainedModel], config: PretrainedConfig, out_dir: Path, seed: int
+) -> Path:
+    """Initialise `model_class(config)` from `seed` and write it with the byte-level tokenizer."""
     out_dir = Path(out_dir)
     tokenizer = _build_tiny_tokenizer()
-    pad_id, eos_id = tokenizer.convert_tokens_to_ids([ENDOFTEXT, IM_END])
-    config = Qwen2Config(
-        vocab_size=272,  # 259 used, padded to a multiple of 16
-        hidden_size=128,
-        intermediate_size=384,
-        num_hidden_layers=4,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=2048,
-        tie_word_embeddings=True,
-        rope_parameters={"rope_type": "default", "rope_theta": 10000.0},
-        bos_token_id=None,
-        eos_token_id=eos_id,
-        pad_token_id=pad_id,
-        dtype=torch.float32,
-    )
     # fork_rng keeps the caller's global RNG stream untouched by the seeded init.
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = Qwen2ForCausalLM(config).to(torch.float32)
+        model = model_class(config).to(torch.float32)
     # Stop on <|endoftext|> too, as Qwen2.5's generation_config does.
-    model.generation_config = GenerationConfig(eos_token_id=[eos_id, pad_id], pad_token_id=pad_id)
+    model.generation_config = GenerationConfig(
+        eos_token_id=[config.eos_token_id, config.pad_token_id], pad_token_id=config.pad_token_id
+    )
     model.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
     # The saved class name would be the generic "TokenizersBackend", which transformers 4 (e.g. inside
@@ -246,9 +260,72 @@ def build_tiny_model(out_dir: Path, seed: int = 0) -> Path:
     return out_dir
 
 
+def build_tiny_model(out_dir: Path, seed: int = 0) -> Path:
+    """Write the tiny Qwen2 model and its tokenizer to `out_dir`; same seed, same bytes."""
+    config = Qwen2Config(
+        **_tiny_config_kwargs(_build_tiny_tokenizer()),
+        intermediate_size=384,
+        tie_word_embeddings=True,
+        rope_parameters={"rope_type": "default", "rope_theta": 10000.0},
+    )
+    return _write_built_in(Qwen2ForCausalLM, config, out_dir, seed)
+
+
+def build_tiny_moe_model(out_dir: Path, seed: int = 0) -> Path:
+    """Write `tiny-moe`, a GLM-4.5-shaped MoE (the INTELLECT-3 family) at tiny's width: a dense first
+    layer, then 3 MoE layers of 8 routed experts (top-2, sigmoid scores with a correction bias) plus a
+    shared expert; partial rotary and attention biases as GLM-4.5 has them. About 1.1M parameters."""
+    config = Glm4MoeConfig(
+        **_tiny_config_kwargs(_build_tiny_tokenizer()),
+        head_dim=32,
+        intermediate_size=384,
+        moe_intermediate_size=64,
+        n_routed_experts=8,
+        num_experts_per_tok=2,
+        n_shared_experts=1,
+        n_group=1,
+        topk_group=1,
+        first_k_dense_replace=1,
+        norm_topk_prob=True,
+        routed_scaling_factor=1.0,
+        attention_bias=True,
+        tie_word_embeddings=False,
+        rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "partial_rotary_factor": 0.5},
+    )
+    return _write_built_in(Glm4MoeForCausalLM, config, out_dir, seed)
+
+
+def build_tiny_qwen3_moe_model(out_dir: Path, seed: int = 0) -> Path:
+    """Write `tiny-qwen3-moe`, a Qwen3-MoE at tiny's width: 4 MoE layers of 8 experts (top-2, softmax
+    scores, renormalised), QK norms, no shared expert. About 1.1M parameters."""
+    config = Qwen3MoeConfig(
+        **_tiny_config_kwargs(_build_tiny_tokenizer()),
+        head_dim=32,
+        intermediate_size=384,
+        moe_intermediate_size=64,
+        num_experts=8,
+        num_experts_per_tok=2,
+        norm_topk_prob=True,
+        decoder_sparse_step=1,
+        tie_word_embeddings=True,
+        rope_parameters={"rope_type": "default", "rope_theta": 10000.0},
+    )
+    return _write_built_in(Qwen3MoeForCausalLM, config, out_dir, seed)
+
+
 def tiny_model_dir() -> Path:
     """The cached tiny model dir, built on first use; safe against concurrent builders."""
     return cached_model_dir(TINY_MODEL_VERSION, build_tiny_model)
+
+
+def tiny_moe_model_dir() -> Path:
+    """The cached, untrained `tiny-moe` dir (GLM-4.5-shaped), built on first use."""
+    return cached_model_dir(TINY_MOE_VERSION, build_tiny_moe_model)
+
+
+def tiny_qwen3_moe_model_dir() -> Path:
+    """The cached, untrained `tiny-qwen3-moe` dir, built on first use."""
+    return cached_model_dir(TINY_QWEN3_MOE_VERSION, build_tiny_qwen3_moe_model)
 
 
 def cached_model_dir(name: str, build: Callable[[Path], object]) -> Path:
@@ -273,3 +350,11 @@ def cached_model_dir(name: str, build: Callable[[Path], object]) -> Path:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return target
+
+
+UNTRAINED_MODELS: dict[str, Callable[[], Path]] = {
+    TINY_MODEL_NAME: tiny_model_dir,
+    TINY_MOE_NAME: tiny_moe_model_dir,
+    TINY_QWEN3_MOE_NAME: tiny_qwen3_moe_model_dir,
+}
+"""The untrained built-in models by name, each building its dir on first use."""

@@ -40,6 +40,8 @@ class SamplingParams:
     ignore_eos: bool = False
     toploc: bool = False
     """Build TOPLOC proofs of the generated tokens."""
+    routed_experts: bool = False
+    """Return the experts each MoE layer routed each generated token's producing position to."""
 
 
 @dataclass
@@ -55,6 +57,8 @@ class SequenceDelta:
     """"stop" (EOS or a stop string), "length", or "abort"."""
     toploc_proofs: list[str] = field(default_factory=list)
     """Base64 TOPLOC proofs of the chunks completed in this delta, when the request asked for them."""
+    routed_experts: list[list[list[int]]] = field(default_factory=list)
+    """Per new token, [MoE layer][k] the experts that produced it, when the request asked for them."""
 
 
 @dataclass
@@ -90,6 +94,8 @@ class Backend(abc.ABC):
     """Rows of the model's embedding: token ids must be below this."""
     policy_version: int
     """Version of the weights now serving."""
+    no_routed_experts: str | None = "this backend does not return routed experts"
+    """Why requests may not ask for `return_routed_experts` here (None: they may)."""
 
     @abc.abstractmethod
     async def start(self) -> None:

@@ -52,7 +52,8 @@ class LossConfig(BaseConfig):
 
 class OptimConfig(BaseConfig):
     type: Literal["adamw", "muon"] = "adamw"
-    """AdamW for everything, or Muon for 2-D hidden matrices with AdamW for the rest."""
+    """AdamW for everything, or Muon for hidden matrices (each MoE expert's on its own) with AdamW for the
+    rest: embeddings, head, norms, biases and MoE routers."""
 
     lr: float = Field(1e-4, gt=0)
     """Peak learning rate."""

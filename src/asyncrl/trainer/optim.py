@@ -17,17 +17,32 @@ def newton_schulz(
     """Approximately orthogonalise `matrix` with torch.optim.Muon's quintic iteration, computed in
     `dtype`. The iteration multiplies small singular directions by up to a**steps (~500), so bfloat16
     rounding of the input shows in the result; float32 keeps runs that differ only in float noise
-    (1 rank vs N ranks) within float tolerance, and is the fast choice on CPUs."""
+    (1 rank vs N ranks) within float tolerance, and is the fast choice on CPUs.
+
+    A [..., A, B] input is a batch of [A, B] matrices (a mixture of experts' stacked weights), each
+    orthogonalised on its own: one batched matmul per iteration instead of a Python loop over experts.
+    """
     a, b, c = coefficients
     x = matrix.to(dtype)
-    tall = x.size(0) > x.size(1)
+    tall = x.size(-2) > x.size(-1)
     if tall:
-        x = x.T
-    x = x / x.norm().clamp(min=eps)
-    for _ in range(steps):
-        gram = x @ x.T
-        x = torch.addmm(x, torch.addmm(gram, gram, gram, beta=b, alpha=c), x, beta=a)
-    return (x.T if tall else x).to(matrix.dtype)
+        x = x.mT
+    if x.ndim == 2:
+        # addmm and the whole-tensor norm are torch.optim.Muon's own ops, so a matrix's result stays
+        # bitwise equal to it.
+        x = x / x.norm().clamp(min=eps)
+        for _ in range(steps):
+            gram = x @ x.T
+            x = torch.addmm(x, torch.addmm(gram, gram, gram, beta=b, alpha=c), x, beta=a)
+    else:
+        batch = x.shape[:-2]
+        x = x.reshape(-1, *x.shape[-2:])
+        x = x / torch.linalg.vector_norm(x, dim=(-2, -1), keepdim=True).clamp(min=eps)
+        for _ in range(steps):
+            gram = x @ x.mT
+            x = torch.baddbmm(x, torch.baddbmm(gram, gram, gram, beta=b, alpha=c), x, beta=a)
+        x = x.reshape(*batch, *x.shape[-2:])
+    return (x.mT if tall else x).to(matrix.dtype)
 
 
 NS_COEFFICIENTS = (3.4445, -4.7750, 2.0315)
@@ -47,6 +62,11 @@ class ShardedMuon(torch.optim.Optimizer):
     Newton-Schulz orthogonalises a whole matrix; run on a shard it would orthogonalise each rank's rows
     on their own. Here the momentum stays sharded (it is elementwise), the update matrix is gathered,
     orthogonalised identically on every rank, and each rank keeps its own shard of the result.
+
+    A 3-D parameter is a mixture of experts' stack of [A, B] matrices, one per expert along dim 0
+    (transformers' fused `experts.gate_up_proj` and `experts.down_proj`). Each expert is a linear map
+    of its own, so each slice is orthogonalised and stepped exactly as if it were its own 2-D
+    parameter; orthogonalising the stack as one matrix would couple experts that never share inputs.
     """
 
     def __init__(
@@ -64,8 +84,11 @@ class ShardedMuon(torch.optim.Optimizer):
         super().__init__(params, defaults)
         for group in self.param_groups:
             for param in group["params"]:
-                if param.ndim != 2:
-                    raise ValueError(f"Muon updates 2-D matrices only, got a {param.ndim}-D parameter")
+                if param.ndim not in (2, 3):
+                    raise ValueError(
+                        "Muon updates 2-D matrices and 3-D stacks of them (one per expert), "
+                        f"got a {param.ndim}-D parameter of shape {tuple(param.shape)}"
+                    )
         self.ns = (NS_COEFFICIENTS, ns_steps, eps, ns_dtype)
 
     @torch.no_grad()
@@ -87,7 +110,8 @@ class ShardedMuon(torch.optim.Optimizer):
                 buffer.lerp_(grad, 1 - momentum)
                 update = grad.lerp(buffer, momentum) if group["nesterov"] else buffer
                 param.mul_(1 - lr * group["weight_decay"])
-                param.add_(self._orthogonalise(update), alpha=-muon_lr(lr, param.shape))
+                # A stack's step is sized by one expert's matrix, the map each slice really is.
+                param.add_(self._orthogonalise(update), alpha=-muon_lr(lr, param.shape[-2:]))
         return loss
 
     def _orthogonalise(self, update: torch.Tensor) -> torch.Tensor:
@@ -98,14 +122,28 @@ class ShardedMuon(torch.optim.Optimizer):
         return distribute_tensor(full, update.device_mesh, update.placements, src_data_rank=None)
 
 
+ROUTER_MODULES = ("gate", "router")
+"""Names of a mixture of experts' router module (`mlp.gate` in transformers' GLM-MoE and Qwen3-MoE)."""
+
+
+def _is_router(name: str) -> bool:
+    parts = name.split(".")
+    return len(parts) >= 2 and parts[-2] in ROUTER_MODULES
+
+
 def _is_hidden_matrix(name: str, param: torch.Tensor) -> bool:
-    return param.ndim == 2 and "embed" not in name and "lm_head" not in name
+    return param.ndim in (2, 3) and "embed" not in name and "lm_head" not in name and not _is_router(name)
 
 
 def build_optimizers(model: torch.nn.Module, config: OptimConfig) -> list[torch.optim.Optimizer]:
-    """AdamW over all parameters that train, or Muon over 2-D hidden matrices plus AdamW over embeddings,
-    head, biases and norms (none, when only a LoRA adapter's matrices train: then each of its A and B is
-    orthogonalised on its own). Muon's update is scaled to AdamW's RMS, so one learning rate serves both."""
+    """AdamW over all parameters that train, or Muon over hidden matrices plus AdamW over embeddings,
+    head, biases, norms and MoE routers (none, when only a LoRA adapter's matrices train: then each of
+    its A and B is orthogonalised on its own). Muon's update is scaled to AdamW's RMS, so one learning
+    rate serves both.
+
+    Hidden matrices include the 3-D expert stacks, which Muon treats expert by expert. A router stays on
+    AdamW, as is usual for MoE: orthogonalising its update would give a rarely chosen expert's logit as
+    big a step as a busy one's and unsettle which experts are picked."""
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     adamw_kwargs = {
         "lr": config.lr,

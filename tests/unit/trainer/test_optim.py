@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from transformers import Glm4MoeConfig, Glm4MoeForCausalLM
 
 from asyncrl.models import load_model
 from asyncrl.trainer.config import OptimConfig
@@ -37,6 +38,80 @@ def test_muon_takes_hidden_matrices_and_adamw_the_rest():
     assert any("embed_tokens" in n for n in adamw_names)
     assert any("norm" in n for n in adamw_names) and any("bias" in n for n in adamw_names)
     assert len(muon_names) + len(adamw_names) == len(names)
+
+
+@pytest.mark.parametrize("ns_dtype", [torch.float32, torch.bfloat16])
+def test_muon_steps_each_expert_of_a_3d_stack_as_its_own_matrix(ns_dtype):
+    torch.manual_seed(0)
+    # Tall and wide experts check both orientations of Newton-Schulz; more experts than max(A, B) or
+    # fewer check that the step is sized by one expert's [A, B], not by the stack's first two dims.
+    for shape in ((64, 16, 4), (4, 8, 32)):
+        stack = torch.randn(shape).requires_grad_()
+        initial = stack.detach().clone()
+        slices = [s.clone().requires_grad_() for s in stack.detach()]
+        kwargs = {"ns_dtype": ns_dtype, "lr": 0.02, "weight_decay": 0.1}
+        opt_stack, opt_slices = ShardedMuon([stack], **kwargs), ShardedMuon(slices, **kwargs)
+        for _ in range(3):
+            grad = torch.randn(shape)
+            stack.grad = grad.clone()
+            for s, g in zip(slices, grad, strict=True):
+                s.grad = g.clone()
+            opt_stack.step()
+            opt_slices.step()
+        assert not torch.allclose(stack.detach(), initial, atol=1e-3)
+        # Batched and per-matrix matmuls may round differently; bf16's ~500x amplification of small
+        # singular directions shows that rounding, so its tolerance is wider.
+        tol = 1e-6 if ns_dtype == torch.float32 else 5e-4
+        torch.testing.assert_close(stack.detach(), torch.stack(slices).detach(), rtol=0, atol=tol)
+
+
+@pytest.mark.parametrize("shape", [(8,), (2, 3, 4, 5)])
+def test_muon_refuses_parameters_that_are_neither_matrices_nor_expert_stacks(shape):
+    with pytest.raises(ValueError, match=f"{len(shape)}-D parameter"):
+        ShardedMuon([torch.zeros(shape, requires_grad=True)], lr=0.02)
+
+
+def test_muon_takes_expert_stacks_and_adamw_the_moe_router():
+    config = Glm4MoeConfig(
+        vocab_size=272,
+        hidden_size=64,
+        intermediate_size=128,
+        moe_intermediate_size=32,
+        num_hidden_layers=2,
+        first_k_dense_replace=1,
+        n_routed_experts=4,
+        num_experts_per_tok=2,
+        n_shared_experts=1,
+        n_group=1,
+        topk_group=1,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        head_dim=32,
+        attention_bias=True,  # GLM's q/k/v biases, which must land on AdamW
+    )
+    model = Glm4MoeForCausalLM(config)
+    muon, adamw = build_optimizers(model, OptimConfig(type="muon"))
+    names = {id(p): n for n, p in model.named_parameters()}
+    muon_names = {names[id(p)] for g in muon.param_groups for p in g["params"]}
+    adamw_names = {names[id(p)] for g in adamw.param_groups for p in g["params"]}
+
+    moe, dense = "model.layers.1.mlp", "model.layers.0.mlp"
+    assert {f"{moe}.experts.gate_up_proj", f"{moe}.experts.down_proj"} <= muon_names
+    assert {f"{moe}.shared_experts.{m}_proj.weight" for m in ("gate", "up", "down")} <= muon_names
+    assert {f"{dense}.{m}_proj.weight" for m in ("gate", "up", "down")} <= muon_names
+    attention = {f"model.layers.{i}.self_attn.{m}_proj.weight" for i in (0, 1) for m in "qkvo"}
+    assert attention <= muon_names
+
+    assert f"{moe}.gate.weight" in adamw_names
+    assert {"model.embed_tokens.weight", "lm_head.weight", "model.norm.weight"} <= adamw_names
+    assert {
+        f"model.layers.{i}.{n}.weight"
+        for i in (0, 1)
+        for n in ("input_layernorm", "post_attention_layernorm")
+    } <= adamw_names
+    biases = {n for n in names.values() if n.endswith(".bias")}
+    assert biases and biases <= adamw_names
+    assert muon_names.isdisjoint(adamw_names) and muon_names | adamw_names == set(names.values())
 
 
 @pytest.mark.parametrize(

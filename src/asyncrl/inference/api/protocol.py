@@ -57,6 +57,9 @@ class _Request(BaseModel):
     toploc: bool = False
     """asyncrl extension: each choice also carries `toploc_proofs`, base64 TOPLOC proofs of its tokens, one
     per inference.toploc.chunk_size tokens (also on when the server runs with inference.toploc = true)."""
+    return_routed_experts: bool = False
+    """asyncrl extension, for MoE models: each choice also carries `routed_experts`, the experts every MoE
+    layer routed each generated token's producing position to (router replay; see asyncrl.moe)."""
 
     def stop_strings(self) -> tuple[str, ...]:
         return _stop_strings(self.stop)
@@ -237,6 +240,8 @@ class _Choice(_Response):
     """asyncrl with `return_token_ids`: each token's weights version."""
     toploc_proofs: list[str] | None = None
     """asyncrl with `toploc`: one TOPLOC proof per chunk."""
+    routed_experts: dict[str, Any] | None = None
+    """asyncrl with `return_routed_experts`: {dtype, shape: [tokens, MoE layers, k], data: base64}."""
 
 
 class ChatChoice(_Choice):

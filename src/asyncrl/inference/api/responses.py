@@ -5,12 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+import torch
 from transformers import PreTrainedTokenizerBase
 
 from asyncrl.inference.api.output_parsers import assistant_message
 from asyncrl.inference.api.protocol import ChatCompletionRequest, CompletionRequest
 from asyncrl.inference.backend import SequenceDelta
 from asyncrl.models import byte_symbols
+from asyncrl.moe import encode_routed_experts
 
 # JSON has no -inf: a token outside the top-p nucleus reports this instead, as vLLM does.
 MIN_LOGPROB = -9999.0
@@ -74,6 +76,7 @@ class ChoiceState:
     top_logprobs: list[list[tuple[int, float]]] = field(default_factory=list)
     policy_versions: list[int] = field(default_factory=list)
     toploc_proofs: list[str] = field(default_factory=list)
+    routed_experts: list[list[list[int]]] = field(default_factory=list)
     finish_reason: str | None = None
     sent_chars: int = 0
     sent_tokens: int = 0
@@ -90,6 +93,7 @@ class ChoiceState:
         self.top_logprobs += delta.top_logprobs
         self.policy_versions += delta.policy_versions
         self.toploc_proofs += delta.toploc_proofs
+        self.routed_experts += delta.routed_experts
         self.finish_reason = delta.finish_reason
 
     def text(self, tokenizer: PreTrainedTokenizerBase) -> str:
@@ -119,6 +123,10 @@ class ChoiceState:
         piece = text[self.sent_chars : max(end, self.sent_chars)]
         self.sent_chars += len(piece)
         return piece
+
+    def wire_routed_experts(self) -> dict[str, Any]:
+        """The choice's routed experts as `routed_experts` carries them (the whole choice's, at its end)."""
+        return encode_routed_experts(torch.tensor(self.routed_experts, dtype=torch.int16))
 
     def policy_version(self, current: int) -> int:
         """The oldest policy that produced a token of this choice."""
@@ -252,6 +260,8 @@ class ChoiceShaper:
         choice.update(state.extensions(prompt, self.request.return_token_ids, version))
         if self.toploc:
             choice["toploc_proofs"] = state.toploc_proofs
+        if self.request.return_routed_experts:
+            choice["routed_experts"] = state.wire_routed_experts()
         return choice
 
     def chunk(self, state: ChoiceState, prompt: list[int], version: int) -> dict[str, Any]:
@@ -275,6 +285,8 @@ class ChoiceShaper:
             choice["policy_version"] = state.policy_version(version)
             if self.toploc:
                 choice["toploc_proofs"] = state.toploc_proofs
+            if self.request.return_routed_experts:
+                choice["routed_experts"] = state.wire_routed_experts()
         state.sent_tokens = len(state.token_ids)
         return choice
 

@@ -98,6 +98,11 @@ class Served:
             )
         if prompt_len == 0:
             raise APIError(400, "the prompt is empty", prompt_param)
+        routed_experts = getattr(request, "return_routed_experts", False)
+        if routed_experts and self.backend.no_routed_experts:
+            raise APIError(
+                400, f"return_routed_experts: {self.backend.no_routed_experts}", "return_routed_experts"
+            )
         if max_tokens is None:
             max_tokens = limit - prompt_len
         elif prompt_len + max_tokens > limit:
@@ -117,6 +122,7 @@ class Served:
             stop_token_ids=stop_ids,
             ignore_eos=request.ignore_eos,
             toploc=request.toploc or self.toploc,
+            routed_experts=routed_experts,
         )
 
     def render_chat(

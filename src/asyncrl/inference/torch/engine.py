@@ -116,6 +116,10 @@ class TorchEngine(Backend):
         self.max_choices = self.config.max_num_seqs
         self.vocab_size = self.model.config.vocab_size
         self.runner = ModelRunner(self.model, self.max_model_len, self.config.max_num_seqs)
+        if self.runner.moe is not None:
+            self.no_routed_experts = None
+        else:
+            self.no_routed_experts = f"{self.model_path} is a dense model: it has no experts to route to"
         self._generator = torch.Generator(self.device).manual_seed(self.seed)
         logger.info("torch engine: %s on %s in %s", self.model_path, self.device, self.model.dtype)
 
@@ -287,7 +291,7 @@ class TorchEngine(Backend):
         tokens = tokens.to(self.device, non_blocking=True)
         positions = torch.arange(width, device=self.device).expand_as(tokens)
         last = torch.tensor(lengths, device=self.device) - 1
-        logits, hidden = self.runner.forward(tokens, positions, first_row, last, attn_len=width)
+        logits, hidden, routed = self.runner.forward(tokens, positions, first_row, last, attn_len=width)
         self._counters["prompt_tokens"] += sum(len(r.prompt) for r in requests)
 
         in_place: list[_Sequence | None] = [None] * len(rows)
@@ -304,7 +308,8 @@ class TorchEngine(Backend):
                 source_rows.append(row)
         new = [s for s in in_place if s is not None] + copies
         self._running.extend(new)
-        self._sample_and_append(new, logits[source_rows], hidden[source_rows], first_row)
+        routed = routed[source_rows] if routed is not None else None
+        self._sample_and_append(new, logits[source_rows], hidden[source_rows], first_row, routed)
 
     def _new_sequence(self, request: _Request, index: int) -> _Sequence:
         seed = request.params.seed
@@ -320,15 +325,20 @@ class TorchEngine(Backend):
         tokens = torch.tensor([s.last_token for s in rows], device=self.device).unsqueeze(1)
         positions = torch.tensor(lengths, device=self.device).unsqueeze(1)
         last = torch.zeros(len(rows), dtype=torch.long, device=self.device)
-        logits, hidden = self.runner.forward(tokens, positions, 0, last, attn_len=max(lengths) + 1)
+        logits, hidden, routed = self.runner.forward(tokens, positions, 0, last, attn_len=max(lengths) + 1)
         for s in rows:
             s.cache_len += 1
         self._counters["decode_steps"] += 1
         self._counters["decode_rows"] += len(rows)
-        self._sample_and_append(rows, logits, hidden, 0)
+        self._sample_and_append(rows, logits, hidden, 0, routed)
 
     def _sample_and_append(
-        self, seqs: list[_Sequence], logits: torch.Tensor, hidden: torch.Tensor, first_row: int
+        self,
+        seqs: list[_Sequence],
+        logits: torch.Tensor,
+        hidden: torch.Tensor,
+        first_row: int,
+        routed: torch.Tensor | None,
     ) -> None:
         params = [s.request.params for s in seqs]
         proofs = self._proofs_for(params)
@@ -348,6 +358,7 @@ class TorchEngine(Backend):
         logprobs = out.logprobs.tolist()
         top_ids = out.top_ids.tolist() if out.top_ids is not None else None
         top_values = out.top_logprobs.tolist() if out.top_logprobs is not None else None
+        experts = routed.tolist() if routed is not None and any(p.routed_experts for p in params) else None
         finished: list[int] = []
         for row, (s, token, p) in enumerate(zip(seqs, token_ids, params, strict=True)):
             s.last_token = token
@@ -358,6 +369,8 @@ class TorchEngine(Backend):
             if p.top_logprobs and top_ids is not None and top_values is not None:
                 pairs = zip(top_ids[row][: p.top_logprobs], top_values[row][: p.top_logprobs], strict=True)
                 s.delta.top_logprobs.append(list(pairs))
+            if p.routed_experts and experts is not None:
+                s.delta.routed_experts.append(experts[row])
             s.delta.finish_reason = self._finish_reason(s, token)
             if s.delta.finish_reason is not None:
                 finished.append(first_row + row)

@@ -1,8 +1,11 @@
-"""The forward pass of a Llama-family decoder over the slot KV cache, built from the HF model's own modules.
+"""The forward pass of a Llama-family decoder (dense, or GLM-4.5 / Qwen3 MoE) over the slot KV cache, built
+from the HF model's own modules.
 
 The HF forward is general but costs a lot of Python per call (mask building, cache objects); on small
 models that overhead dominates a decode step. Here one step is a short straight line of tensor ops per
-layer, reusing the loaded modules' weights, so a weight swap on the HF model is seen at once.
+layer, reusing the loaded modules' weights, so a weight swap on the HF model is seen at once. MoE layers
+run their HF block as is (routing batched over the step's tokens, experts looped, not tokens); a hook on
+each router records the experts it chose, which the engine hands out for router replay.
 """
 
 from __future__ import annotations
@@ -13,8 +16,9 @@ from transformers import PreTrainedModel
 
 from asyncrl.inference.torch.kv_cache import SlotKVCache
 from asyncrl.models import ModelLoadError
+from asyncrl.moe import MOE_MODEL_TYPES, RoutingRecorder, moe_shape
 
-SUPPORTED_MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3")
+SUPPORTED_MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3", *MOE_MODEL_TYPES)
 
 
 class UnsupportedModelError(ModelLoadError):
@@ -24,6 +28,15 @@ class UnsupportedModelError(ModelLoadError):
 def _rotate_half(x: torch.Tensor) -> torch.Tensor:
     half = x.shape[-1] // 2
     return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+
+
+def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """RoPE on the first cos.shape[-1] dims of each head (all of them, but for GLM's partial rotary)."""
+    width = cos.shape[-1]
+    if width == x.shape[-1]:
+        return x * cos + _rotate_half(x) * sin
+    rotated, passed = x[..., :width], x[..., width:]
+    return torch.cat((rotated * cos + _rotate_half(rotated) * sin, passed), dim=-1)
 
 
 class ModelRunner:
@@ -51,6 +64,8 @@ class ModelRunner:
         self.eps = config.rms_norm_eps
         self.has_qk_norm = hasattr(attn, "q_norm")
         self.device = model.device
+        self.moe = moe_shape(model)
+        self._routing = RoutingRecorder(model) if self.moe else None
         self.cache = SlotKVCache(
             len(self.layers), n_slots, self.n_kv_heads, self.head_dim, max_len, model.dtype, self.device
         )
@@ -66,10 +81,11 @@ class ModelRunner:
         row_start: int,
         last: torch.Tensor,
         attn_len: int,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """Run `token_ids` [R, T] at `positions` [R, T] in cache rows row_start..row_start+R-1 and return
-        the logits [R, V] of each row's token at index `last` [R], and the last hidden states [R, H] they
-        came from (after the final norm: what TOPLOC proofs commit to). All on the model's device.
+        the logits [R, V] of each row's token at index `last` [R], the last hidden states [R, H] they
+        came from (after the final norm: what TOPLOC proofs commit to), and for MoE models the experts
+        [R, MoE layers, k] each layer routed that token to (None for dense ones). All on the model's device.
 
         Each query attends to the cached keys of its row at positions <= its own, which covers both
         prefill (right-padded rows; padding is never read back) and one-token decode steps. `attn_len`
@@ -93,8 +109,7 @@ class ModelRunner:
             if self.has_qk_norm:
                 q, k = self._norm(q, attn.q_norm), self._norm(k, attn.k_norm)
             q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
-            q = q * cos + _rotate_half(q) * sin
-            k = k * cos + _rotate_half(k) * sin
+            q, k = _rotate(q, cos, sin), _rotate(k, cos, sin)
 
             k_cache = self.cache.k[i, row_start : row_start + rows]
             v_cache = self.cache.v[i, row_start : row_start + rows]
@@ -110,5 +125,12 @@ class ModelRunner:
             )
             h = h + attn.o_proj(out.transpose(1, 2).reshape(rows, steps, -1))
             h = h + layer.mlp(self._norm(h, layer.post_attention_layernorm))
-        h = self._norm(h[torch.arange(rows, device=self.device), last], self.decoder.norm)
-        return self.model.lm_head(h), h
+        picked = torch.arange(rows, device=self.device)
+        h = self._norm(h[picked, last], self.decoder.norm)
+        return self.model.lm_head(h), h, self._routed(rows, steps, picked, last)
+
+    def _routed(self, rows: int, steps: int, picked: torch.Tensor, last: torch.Tensor) -> torch.Tensor | None:
+        if self._routing is None:
+            return None
+        chosen = torch.stack([c.view(rows, steps, -1) for c in self._routing.take()], dim=2)
+        return chosen[picked, last]
