@@ -1,9 +1,10 @@
 """Built-in models by name: recipes that write a model dir into the cache on first use.
 
-`tiny` is the untrained tiny model (asyncrl.models builds it); `tiny-reverse-text` is tiny after the
-project's own SFT warm-up on reverse-text, the default RL job's start. A recipe may train, so it sits above
-the processes: the CLI and the launcher resolve names here once, before any process starts, and every
-process below only ever sees model directories.
+`tiny`, `tiny-moe` and `tiny-qwen3-moe` are untrained (asyncrl.models builds them); `tiny-reverse-text`
+is tiny after the project's own SFT warm-up on reverse-text, the default RL job's start, and
+`tiny-moe-reverse-text` / `tiny-qwen3-moe-reverse-text` the same warm-up of the MoEs. A recipe may
+train, so it sits above the processes: the CLI and the launcher resolve names here once, before any
+process starts, and every process below only ever sees model directories.
 """
 
 from __future__ import annotations
@@ -14,7 +15,13 @@ from typing import TypeVar
 
 from asyncrl.config import ModelConfig
 from asyncrl.config_loader import BaseConfig
-from asyncrl.models import TINY_MODEL_NAME, cached_model_dir, tiny_model_dir
+from asyncrl.models import (
+    UNTRAINED_MODELS,
+    cached_model_dir,
+    tiny_model_dir,
+    tiny_moe_model_dir,
+    tiny_qwen3_moe_model_dir,
+)
 
 WARM_MODEL_NAME = "tiny-reverse-text"
 # The cache dir name: bump the suffix whenever the warm-up's recipe changes, so stale caches are never reused.
@@ -23,16 +30,29 @@ WARM_MODEL_VERSION = "tiny-reverse-text-v1"
 C = TypeVar("C", bound=BaseConfig)
 
 
-def warm_model_dir() -> Path:
-    """The tiny model after the SFT warm-up on reverse-text, built on first use (about half a minute on one
-    core) and cached."""
-    from asyncrl.trainer.warm_start import warm_up_on_reverse_text  # only a cache miss pays for the trainer
+def _warmed(version: str, base: Callable[[], Path]) -> Callable[[], Path]:
+    """The recipe of `base` after the SFT warm-up on reverse-text, built on first use (about half a minute
+    on one core) and cached as `version`."""
 
-    return cached_model_dir(WARM_MODEL_VERSION, lambda out: warm_up_on_reverse_text(tiny_model_dir(), out))
+    def build() -> Path:
+        from asyncrl.trainer.warm_start import warm_up_on_reverse_text  # only a cache miss pays for it
+
+        return cached_model_dir(version, lambda out: warm_up_on_reverse_text(base(), out))
+
+    return build
 
 
-RECIPES: dict[str, Callable[[], Path]] = {TINY_MODEL_NAME: tiny_model_dir, WARM_MODEL_NAME: warm_model_dir}
-"""Each built-in name and the function that returns its dir, building it when the cache lacks it."""
+warm_model_dir = _warmed(WARM_MODEL_VERSION, tiny_model_dir)
+"""The tiny model after the SFT warm-up on reverse-text: the default RL job's start."""
+
+RECIPES: dict[str, Callable[[], Path]] = {
+    **UNTRAINED_MODELS,
+    WARM_MODEL_NAME: warm_model_dir,
+    "tiny-moe-reverse-text": _warmed("tiny-moe-reverse-text-v1", tiny_moe_model_dir),
+    "tiny-qwen3-moe-reverse-text": _warmed("tiny-qwen3-moe-reverse-text-v1", tiny_qwen3_moe_model_dir),
+}
+"""Each built-in name and the function that returns its dir, building it when the cache lacks it; the
+MoE warm-ups start the MoE default job (configs/reverse_text_moe.toml)."""
 
 
 def resolve_model_name(path: str) -> str:

@@ -19,8 +19,7 @@ the first).
 from __future__ import annotations
 
 import base64
-from collections.abc import Iterator
-from contextlib import contextmanager
+import re
 from dataclasses import dataclass
 
 import torch
@@ -118,79 +117,112 @@ class RoutingRecorder:
 
 @dataclass
 class RoutingStats:
-    """What routing looked like in replayed forwards: how often the trainer's own router disagreed with the
-    engine's recorded choice, and how many tokens each expert of each MoE layer got."""
+    """What routing looked like in the forwards since the last `take_stats`: how often the trainer's own
+    router chose other experts than the recorded ones, and how many tokens each expert got."""
 
-    replayed_tokens: int = 0
+    recorded_tokens: int = 0
+    """Positions whose routing inference recorded."""
     differing_tokens: int = 0
+    """Of those, the ones whose trainer-side top-k set differs from inference's."""
     expert_tokens: torch.Tensor | None = None
-    """[MoE layers, experts] token counts."""
+    """[MoE layers, experts] tokens routed to each expert (after replay, when replaying)."""
+
+    def add(self, other: RoutingStats) -> None:
+        self.recorded_tokens += other.recorded_tokens
+        self.differing_tokens += other.differing_tokens
+        if other.expert_tokens is not None:
+            base = self.expert_tokens
+            self.expert_tokens = other.expert_tokens.clone() if base is None else base + other.expert_tokens
 
 
 class RouterReplay:
-    """Routes a forward's positions to recorded experts where given (`NOT_REPLAYED` elsewhere), counting
-    where the model's own router would have chosen otherwise, and adds each router's load-balancing term
-    (Switch Transformer's E * sum_e f_e * P_e) when asked."""
+    """Hooks on every router of a model: given the recorded experts of a forward's positions, measures
+    where the model's own choice differs and, when `apply`, routes those positions to the recorded experts
+    instead (see the module doc); optionally adds each router's load-balancing term (Switch Transformer's
+    E * sum_e f_e * P_e).
 
-    def __init__(self, model: torch.nn.Module) -> None:
-        self._routers = routers(model)
+    What `replaying` sets stays in force until the next call, so a backward that recomputes layers
+    (activation checkpointing) routes them as their forward did; figures are kept per layer and
+    overwritten by a recompute, so it does not count twice."""
+
+    def __init__(self, model: torch.nn.Module, apply: bool, balance: bool = False) -> None:
+        found = routers(model)
+        self._layer_of = {id(r): j for j, r in enumerate(found)}
+        self.num_layers = len(found)
+        self.apply = apply
+        """Replay recorded routing (else only measure it)."""
+        self.balance = balance
+        """Compute the load-balancing terms (`take_balance_loss`)."""
         self._forced: torch.Tensor | None = None
-        self._layer = 0
-        self.stats = RoutingStats()
-        self.balance_terms: list[torch.Tensor] = []
-        self.compute_balance = False
-        self._handles: list[RemovableHandle] = [r.register_forward_hook(self._route) for r in self._routers]
+        self._valid: torch.Tensor | None = None
+        self._apply = False
+        self._per_layer: dict[int, RoutingStats] = {}
+        self._balance_terms: dict[int, torch.Tensor] = {}
+        self._stats = RoutingStats()
+        self._handles: list[RemovableHandle] = [r.register_forward_hook(self._route) for r in found]
 
-    @contextmanager
-    def replaying(self, forced: torch.Tensor | None) -> Iterator[None]:
-        """Within the block, forwards route position i of the flattened batch to `forced[i]` [N, layers, k]
-        wherever it is not NOT_REPLAYED; None: every position routes itself (only counted)."""
-        self._forced, self._layer = forced, 0
-        try:
-            yield
-        finally:
-            self._forced = None
+    def replaying(self, forced: torch.Tensor | None, valid: torch.Tensor) -> None:
+        """Route the next forward's flattened positions: `forced` [N, layers, k] the recorded experts
+        (NOT_REPLAYED where none, None for no recording), `valid` [N] the positions that are tokens (not
+        padding)."""
+        self._fold()
+        self._forced, self._valid, self._apply = forced, valid, self.apply and forced is not None
 
     def _route(self, router: torch.nn.Module, args: tuple, output: tuple) -> tuple | None:
         logits, _, own = output
-        layer = self._layer % len(self._routers)  # activation checkpointing reruns the layers in order
-        self._layer += 1
-        counts = torch.bincount(own.detach().flatten(), minlength=router.num_experts)
+        layer = self._layer_of[id(router)]
+        stats = RoutingStats()
         experts = own
         if self._forced is not None:
             forced = self._forced[:, layer].to(own.device, torch.long)
-            replayed = forced[:, 0] != NOT_REPLAYED
-            experts = torch.where(replayed.unsqueeze(1), forced, own)
-            differs = (forced.sort(dim=1).values != own.sort(dim=1).values).any(dim=1) & replayed
-            self.stats.replayed_tokens += int(replayed.sum())
-            self.stats.differing_tokens += int(differs.sum())
-            counts = torch.bincount(experts.detach().flatten(), minlength=router.num_experts)
-        self._count(layer, counts)
-        if self.compute_balance:
-            self.balance_terms.append(self._balance(router, logits, experts))
-        if self._forced is None:
+            recorded = forced[:, 0] != NOT_REPLAYED
+            differs = (forced.sort(dim=1).values != own.sort(dim=1).values).any(dim=1) & recorded
+            stats.recorded_tokens, stats.differing_tokens = int(recorded.sum()), int(differs.sum())
+            if self._apply:
+                experts = torch.where(recorded.unsqueeze(1), forced, own)
+        valid = self._valid.to(own.device) if self._valid is not None else None
+        counted = experts.detach()[valid] if valid is not None else experts.detach()
+        stats.expert_tokens = torch.bincount(counted.flatten(), minlength=router.num_experts).cpu()
+        self._per_layer[layer] = stats
+        if self.balance:
+            self._balance_terms[layer] = self._balance(router, logits, experts, valid)
+        if not self._apply:
             return None
         return logits, gate_weights(router, logits, experts), experts
 
-    def _count(self, layer: int, counts: torch.Tensor) -> None:
-        if self.stats.expert_tokens is None:
-            self.stats.expert_tokens = torch.zeros(len(self._routers), counts.numel(), dtype=torch.long)
-        self.stats.expert_tokens[layer] += counts.cpu()
-
     @staticmethod
-    def _balance(router: torch.nn.Module, logits: torch.Tensor, experts: torch.Tensor) -> torch.Tensor:
+    def _balance(
+        router: torch.nn.Module, logits: torch.Tensor, experts: torch.Tensor, valid: torch.Tensor | None
+    ) -> torch.Tensor:
         probs = router_probabilities(router, logits)
-        share = torch.bincount(experts.flatten(), minlength=router.num_experts).float() / experts.numel()
+        if valid is not None:
+            probs, experts = probs[valid], experts[valid]
+        share = torch.bincount(experts.flatten(), minlength=router.num_experts).float() / max(
+            1, experts.numel()
+        )
         return router.num_experts * (share.detach() * probs.mean(dim=0)).sum()
 
+    def _fold(self) -> None:
+        for layer in sorted(self._per_layer):
+            stats = self._per_layer[layer]
+            counts = stats.expert_tokens
+            if counts is not None:
+                per_layer = torch.zeros(self.num_layers, counts.numel(), dtype=torch.long)
+                per_layer[layer] = counts
+                stats = RoutingStats(stats.recorded_tokens, stats.differing_tokens, per_layer)
+            self._stats.add(stats)
+        self._per_layer = {}
+
     def take_stats(self) -> RoutingStats:
-        stats, self.stats = self.stats, RoutingStats()
+        """The figures of every forward since the last call."""
+        self._fold()
+        stats, self._stats = self._stats, RoutingStats()
         return stats
 
     def take_balance_loss(self) -> torch.Tensor | None:
-        """The mean load-balancing term over the routers run since the last call, or None."""
-        terms, self.balance_terms = self.balance_terms, []
-        return torch.stack(terms).mean() if terms else None
+        """The mean load-balancing term of the last forward's routers (with grad), or None."""
+        terms, self._balance_terms = self._balance_terms, {}
+        return torch.stack(list(terms.values())).mean() if terms else None
 
     def close(self) -> None:
         for handle in self._handles:
@@ -201,6 +233,35 @@ def expert_load_cv(expert_tokens: torch.Tensor) -> torch.Tensor:
     """Per layer, the coefficient of variation of tokens per expert (0: perfectly even)."""
     counts = expert_tokens.float()
     return counts.std(dim=1, correction=0) / counts.mean(dim=1).clamp(min=1e-9)
+
+
+_EXPERT_MATRIX = re.compile(r"^(.*\.experts)\.(\d+)\.(gate_proj|up_proj|down_proj)\.weight$")
+
+
+def fuse_experts(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """`tensors` with per-expert matrices (the Hub layout, which transformers' save_pretrained writes)
+    stacked into the 3-D parameters transformers' MoE modules hold: `experts.gate_up_proj` [E, 2I, H],
+    each expert's gate rows before its up rows, and `experts.down_proj` [E, H, I]. Other tensors pass."""
+    found: dict[str, dict[str, dict[int, torch.Tensor]]] = {}
+    fused: dict[str, torch.Tensor] = {}
+    for name, tensor in tensors.items():
+        match = _EXPERT_MATRIX.match(name)
+        if match is None:
+            fused[name] = tensor
+            continue
+        prefix, expert, proj = match.groups()
+        found.setdefault(prefix, {}).setdefault(proj, {})[int(expert)] = tensor
+    for prefix, projections in found.items():
+
+        def stacked(proj: str, prefix: str = prefix, projections: dict = projections) -> torch.Tensor:
+            experts = projections.get(proj, {})
+            if sorted(experts) != list(range(len(experts))) or not experts:
+                raise ValueError(f"{prefix}: the {proj} matrices of experts {sorted(experts)} are not 0..E-1")
+            return torch.stack([experts[e] for e in range(len(experts))])
+
+        fused[f"{prefix}.gate_up_proj"] = torch.cat([stacked("gate_proj"), stacked("up_proj")], dim=1)
+        fused[f"{prefix}.down_proj"] = stacked("down_proj")
+    return fused
 
 
 WIRE_DTYPES = {"uint8": torch.uint8, "int16": torch.int16}

@@ -12,7 +12,7 @@ import json
 import logging
 from dataclasses import dataclass, field
 from operator import attrgetter
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
@@ -27,6 +27,9 @@ from asyncrl.inference.api.protocol import (
     TokenizeResponse,
 )
 from asyncrl.inference.config import ADMIN_KEY_ENV, API_KEY_ENV
+
+if TYPE_CHECKING:  # torch only where routing is recorded: commands that load no model skip its import
+    import torch
 from asyncrl.network import secret
 
 log = logging.getLogger("asyncrl.envs")
@@ -55,6 +58,9 @@ class ChatTurn:
     """The policy behind each generated token (weights may change mid-generation), when the server says."""
     toploc_proofs: list[str] = field(default_factory=list)
     """TOPLOC proofs of the generated tokens, when the request asked for them."""
+    routed_experts: torch.Tensor | None = None
+    """[generated tokens, MoE layers, k] int16: the experts that produced each token, when the request
+    asked for them (`return_routed_experts`)."""
 
 
 @dataclass
@@ -234,7 +240,23 @@ def _turn(
         finish_reason=choice.finish_reason or "stop",
         token_policy_versions=choice.token_policy_versions or [],
         toploc_proofs=choice.toploc_proofs or [],
+        routed_experts=_routed_experts(choice),
     )
+
+
+def _routed_experts(choice: ChatChoice | CompletionChoice) -> torch.Tensor | None:
+    if choice.routed_experts is None:
+        return None
+    from asyncrl.moe import decode_routed_experts
+
+    try:
+        experts = decode_routed_experts(choice.routed_experts)
+    except ValueError as e:
+        raise ModelRequestError(f"the server's {e}") from None
+    tokens = len(choice.token_ids or [])
+    if len(experts) != tokens:
+        raise ModelRequestError(f"the server routed {len(experts)} tokens of a {tokens}-token choice")
+    return experts
 
 
 R = TypeVar("R", bound=BaseModel)

@@ -11,14 +11,27 @@ import abc
 import asyncio
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from asyncrl.envs.client import ChatTurn, ModelClient
 from asyncrl.envs.parsers import Parser
 from asyncrl.envs.rubric import Rubric
 
-TokenSample = tuple[list[int], list[bool], list[float]]
-"""Token ids, the mask of generated tokens, and each token's inference logprob."""
+if TYPE_CHECKING:  # torch only where routing is recorded: commands that load no model skip its import
+    import torch
+
+
+class TokenSample(NamedTuple):
+    """One training sequence of a rollout."""
+
+    ids: list[int]
+    mask: list[bool]
+    """True on generated tokens only."""
+    logprobs: list[float]
+    """Each token's inference logprob (0 off the mask)."""
+    routed_experts: torch.Tensor | None = None
+    """[tokens, MoE layers, k] the experts that produced each generated token (asyncrl.moe.NOT_REPLAYED
+    elsewhere), when the server returned them."""
 
 
 @dataclass
@@ -44,19 +57,21 @@ class Rollout:
 
     def token_samples(self) -> list[TokenSample]:
         """The rollout as training sequences: ids, a mask that is True on generated tokens only, and each
-        token's inference logprob (0 off the mask). Turns whose prompt extends the tokens before it join
-        that sequence; a turn whose prompt does not (a history re-rendered differently, a branch of a
-        verifiers trace) starts a new one."""
-        samples: list[TokenSample] = []
+        token's inference logprob (0 off the mask), with the routed experts of the generated tokens when
+        the server returned them. Turns whose prompt extends the tokens before it join that sequence; a
+        turn whose prompt does not (a history re-rendered differently, a branch of a verifiers trace)
+        starts a new one."""
+        sequences: list[tuple[TokenSample, list[ChatTurn]]] = []
         for turn in self.turns:
-            if not samples or turn.prompt_token_ids[: len(samples[-1][0])] != samples[-1][0]:
-                samples.append(([], [], []))
-            ids, mask, logprobs = samples[-1]
+            if not sequences or turn.prompt_token_ids[: len(sequences[-1][0].ids)] != sequences[-1][0].ids:
+                sequences.append((TokenSample([], [], []), []))
+            (ids, mask, logprobs, _), turns = sequences[-1]
             added = turn.prompt_token_ids[len(ids) :]
             ids += added + turn.token_ids
             mask += [False] * len(added) + [True] * len(turn.token_ids)
             logprobs += [0.0] * len(added) + turn.logprobs
-        return samples
+            turns.append(turn)
+        return [sample._replace(routed_experts=_routing(sample, turns)) for sample, turns in sequences]
 
 
 class Environment(abc.ABC):
@@ -125,3 +140,21 @@ class SingleTurnEnv(Environment):
         turns = await client.chat_choices(prompt, sampling, n)
         rollouts = [Rollout(task=task, prompt=prompt, completion=[t.message], turns=[t]) for t in turns]
         return list(await asyncio.gather(*map(self.score, rollouts)))
+
+
+def _routing(sample: TokenSample, turns: list[ChatTurn]) -> torch.Tensor | None:
+    """The sample's routed experts laid along its tokens: each turn's on its generated tokens (the last
+    ones of the sample when the turn was added), NOT_REPLAYED elsewhere; None when no turn has any."""
+    recorded = [t.routed_experts for t in turns if t.routed_experts is not None]
+    if not recorded:
+        return None
+    import torch
+
+    from asyncrl.moe import NOT_REPLAYED
+
+    out = torch.full((len(sample.ids), *recorded[0].shape[1:]), NOT_REPLAYED, dtype=torch.int16)
+    for turn in turns:
+        end = len(turn.prompt_token_ids) + len(turn.token_ids)
+        if turn.routed_experts is not None:
+            out[end - len(turn.token_ids) : end] = turn.routed_experts
+    return out

@@ -11,6 +11,7 @@ from safetensors.torch import load_file
 
 from asyncrl.adapters import AdapterError, is_adapter_dir, merged_weights, read_adapter
 from asyncrl.inference.backend import WeightUpdateError
+from asyncrl.moe import fuse_experts
 
 
 def safetensors_files(path: str | Path) -> list[Path]:
@@ -26,7 +27,8 @@ def safetensors_files(path: str | Path) -> list[Path]:
 
 def read_weights(path: str, model: torch.nn.Module) -> dict[str, torch.Tensor]:
     """Load every tensor of `path`/*.safetensors, cast to the model's dtype, and check that together they
-    cover each parameter of `model` with the same shape. Raises WeightUpdateError otherwise."""
+    cover each parameter of `model` with the same shape (MoE experts saved one matrix each are stacked as
+    the model holds them). Raises WeightUpdateError otherwise."""
     files = safetensors_files(path)
     tensors: dict[str, torch.Tensor] = {}
     for file in files:
@@ -34,6 +36,10 @@ def read_weights(path: str, model: torch.nn.Module) -> dict[str, torch.Tensor]:
             tensors.update(load_file(str(file)))
         except (SafetensorError, OSError) as e:
             raise WeightUpdateError(f"cannot read {file}: {e}") from None
+    try:
+        tensors = fuse_experts(tensors)
+    except ValueError as e:
+        raise WeightUpdateError(f"{path}: {e}") from None
     expected = dict(model.named_parameters())
     tied = getattr(model.config, "tie_word_embeddings", False)
     for name, param in expected.items():

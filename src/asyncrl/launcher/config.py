@@ -61,6 +61,15 @@ class RLConfig(BaseConfig):
     """Experiment trackers the run logs to besides metrics.jsonl (W&B, TensorBoard)."""
 
     @model_validator(mode="after")
+    def _replay_has_routing(self) -> RLConfig:
+        if self.trainer.router_replay and not self.orchestrator.record_routing:
+            raise ValueError(
+                "trainer.router_replay replays the routing inference recorded: set "
+                "orchestrator.record_routing = true too"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _weights_kept_cover_the_off_policy_window(self) -> RLConfig:
         kept, window = self.trainer.retention.weights, self.orchestrator.max_off_policy_steps
         if kept and kept < window:

@@ -150,6 +150,11 @@ class OrchestratorConfig(BaseConfig):
     drop_zero_advantage: bool = False
     """Leave out groups whose rewards are all equal (they carry no signal)."""
 
+    record_routing: bool = False
+    """MoE models: ask the servers for the experts that produced each generated token and write them into
+    the batches, for the trainer's router replay (trainer.router_replay) and its routing-mismatch
+    figures. The torch engine returns them; vLLM refuses the request."""
+
     mask_truncated: bool = False
     """Train on no token of a rollout cut off at sampling.max_tokens (it still counts in its group's
     mean reward)."""

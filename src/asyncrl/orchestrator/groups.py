@@ -69,6 +69,8 @@ async def run_group(
     sampling = config.sampling.model_dump()
     if config.verify.proofs:
         sampling["toploc"] = True
+    if config.record_routing:
+        sampling["return_routed_experts"] = True
     rollouts = await pool.run(lambda client: env.run_group(client, task, sampling, config.group_size))
     advantages = group_advantages([r.reward for r in rollouts], config.normalize_advantages)
     return Group(task_index, list(rollouts), advantages, time.perf_counter() - start)

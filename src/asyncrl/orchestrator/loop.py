@@ -40,11 +40,12 @@ def to_samples(groups: list[Group], temperature: float, mask_truncated: bool) ->
     for group in groups:
         for rollout, advantage in zip(group.rollouts, group.advantages, strict=True):
             truncated = mask_truncated and rollout.turns and rollout.turns[-1].finish_reason == "length"
-            for ids, mask, logprobs in rollout.token_samples():
+            for ids, mask, logprobs, routed in rollout.token_samples():
                 if truncated:
                     mask = [False] * len(mask)
+                advantages = [advantage] * len(ids)
                 samples.append(
-                    Sample(ids, mask, [advantage] * len(ids), logprobs, rollout.policy_version, temperature)
+                    Sample(ids, mask, advantages, logprobs, rollout.policy_version, temperature, routed)
                 )
     return samples
 

@@ -122,6 +122,16 @@ class TrainerConfig(BaseConfig):
     micro_batch_tokens: int = Field(4096, ge=16)
     """Tokens of one micro-batch (one forward/backward): rows are stacked, padded, up to this."""
 
+    router_replay: bool = False
+    """MoE models: route each sampled token's position to the experts inference chose for it (router
+    replay), so the training forward computes what generated the token; needs orchestrator.record_routing.
+    Off, the trainer routes itself, and still reports how often it disagrees when batches carry routing.
+    Prompt positions are always routed by the trainer (they produced no sampled token)."""
+
+    moe_balance_loss_coef: float = Field(0.0, ge=0)
+    """MoE models: weight of the load-balancing loss (Switch Transformer's E * sum f_e P_e, mean over the
+    MoE layers) added to the policy loss; 0: none."""
+
     activation_checkpointing: bool = False
     """Recompute each decoder layer's activations in the backward pass to save memory."""
 

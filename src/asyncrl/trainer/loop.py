@@ -8,7 +8,9 @@ from pathlib import Path
 
 import torch
 
+from asyncrl.errors import UserError
 from asyncrl.models import load_tokenizer
+from asyncrl.moe import RouterReplay, moe_shape
 from asyncrl.progress import progress_bar
 from asyncrl.trainer.checkpoint import resume, save_checkpoint
 from asyncrl.trainer.config import TrainerConfig, TrainerProcessConfig
@@ -43,6 +45,20 @@ def prune(run_dir: Path, step: int, cfg: TrainerConfig) -> None:
     )
 
 
+class MissingRoutingError(UserError):
+    """Router replay was asked for, but the batches carry no recorded routing."""
+
+
+def router_replay(model: torch.nn.Module, cfg: TrainerConfig) -> RouterReplay | None:
+    """The routing hooks of an MoE model (replaying when trainer.router_replay; measuring always), None
+    for a dense one; router replay on a dense model is a config error."""
+    if moe_shape(model) is None:
+        if cfg.router_replay:
+            raise UserError("trainer.router_replay needs an MoE model; this one is dense")
+        return None
+    return RouterReplay(model, apply=cfg.router_replay, balance=cfg.moe_balance_loss_coef > 0)
+
+
 def train(config: TrainerProcessConfig) -> None:
     # INFO: what the trainer waits for ("still waiting for the step N batch"), or it looks hung.
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -54,6 +70,7 @@ def train(config: TrainerProcessConfig) -> None:
     tokenizer = load_tokenizer(config.model.path)
     loss_fn = resolve_loss(cfg.loss)
     step = resume(run_dir, config.resume, model, optimizers, ranks) or 0
+    routing = router_replay(model, cfg)
 
     status = StatusFile(run_dir, "trainer" if ranks.is_main else f"trainer-rank{ranks.rank}")
     progress = progress_bar(config.max_steps, "trainer", step, "step", disable=not ranks.is_main)
@@ -62,7 +79,14 @@ def train(config: TrainerProcessConfig) -> None:
         step += 1
         batch, wait_s, read_s = read_batch(run_dir, step, cfg.batch_timeout_s, status)
         start = time.perf_counter()
-        figures = train_on_batch(model, optimizers, batch, loss_fn, cfg, step, config.max_steps, ranks)
+        if cfg.router_replay and batch.routed_experts is None:
+            raise MissingRoutingError(
+                f"trainer.router_replay is on but the step {step} batch has no routed experts: set "
+                "orchestrator.record_routing = true (and serve with the torch engine)"
+            )
+        figures = train_on_batch(
+            model, optimizers, batch, loss_fn, cfg, step, config.max_steps, ranks, routing
+        )
         trained = time.perf_counter()
         publish(run_dir, step, model, tokenizer, ranks)
         done = time.perf_counter()

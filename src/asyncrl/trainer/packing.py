@@ -41,13 +41,21 @@ class MicroBatch:
     """Sampling temperature of each position's sample."""
     sample_ids: torch.Tensor
     """Index of each position's sample within this micro-batch."""
+    routed_experts: torch.Tensor | None = None
+    """[R*L, MoE layers, k] the experts inference routed each position to when it produced the next token
+    (-1 where it produced none the trainer trains on), for batches with recorded routing."""
+
+    @property
+    def padding(self) -> torch.Tensor:
+        """[R*L] True on padding positions (each its own unit, numbered below 0)."""
+        return self.unit_ids.flatten() < 0
 
     @property
     def loss_tokens(self) -> int:
         return int(self.loss_mask.sum())
 
     def to(self, device: torch.device) -> MicroBatch:
-        return MicroBatch(**{name: t.to(device) for name, t in vars(self).items()})
+        return MicroBatch(**{name: t.to(device) if t is not None else None for name, t in vars(self).items()})
 
 
 def assign_bins(lengths: list[int], budget: int) -> list[list[int]]:
@@ -137,9 +145,13 @@ def pack(batch: Batch, rows: list[list[Unit]]) -> MicroBatch:
     size = len(rows) * width
 
     def laid(values: torch.Tensor, pad: float | int | bool) -> torch.Tensor:
-        out = torch.full((size,), pad, dtype=values.dtype)
+        out = torch.full((size, *values.shape[1:]), pad, dtype=values.dtype)
         out[place] = values
         return out
+
+    routed = None
+    if batch.routed_experts is not None:
+        routed = laid(batch.routed_experts[following].masked_fill(last.view(-1, 1, 1), -1), -1)
 
     unit = -1 - torch.arange(size)  # each padding position a unit and a branch of its own
     unit[place] = torch.tensor(piece_unit)[piece]
@@ -157,6 +169,7 @@ def pack(batch: Batch, rows: list[list[Unit]]) -> MicroBatch:
         inference_logprobs=laid(batch.inference_logprobs[following].masked_fill(last, 0.0), 0.0),
         temperatures=laid(batch.temperatures[sample], 1.0),
         sample_ids=laid(local_ids, 0),  # padding may name any sample: it is outside the loss mask
+        routed_experts=routed,
     )
 
 

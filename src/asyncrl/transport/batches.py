@@ -39,6 +39,9 @@ class Sample:
     """Weights version that generated the sample (the oldest, when an update landed mid-rollout)."""
     temperature: float = 1.0
     """Sampling temperature; the trainer divides its logits by it."""
+    routed_experts: torch.Tensor | None = None
+    """MoE: [tokens, MoE layers, k] int16, the experts that produced each generated token (-1 elsewhere),
+    when the orchestrator recorded them (router replay)."""
 
 
 @dataclass
@@ -60,6 +63,9 @@ class Batch:
     """[S] int64."""
     temperatures: torch.Tensor
     """[S] float32."""
+    routed_experts: torch.Tensor | None = None
+    """[T, MoE layers, k] int16, MoE batches whose routing was recorded: the experts that produced each
+    token (-1 where inference chose none: prompts, environment tokens, samples without routing)."""
 
     PER_TOKEN = ("input_ids", "loss_mask", "advantages", "inference_logprobs")
 
@@ -79,6 +85,7 @@ class Batch:
             sample_lengths=torch.tensor([len(s.input_ids) for s in samples], dtype=torch.int64),
             policy_versions=torch.tensor([s.policy_version for s in samples], dtype=torch.int64),
             temperatures=torch.tensor([s.temperature for s in samples], dtype=torch.float32),
+            routed_experts=_routed_experts(samples),
         )
 
     def __len__(self) -> int:
@@ -90,11 +97,13 @@ class Batch:
         return self.sample_lengths.cumsum(0) - self.sample_lengths
 
     def tensors(self) -> dict[str, torch.Tensor]:
-        return dict(vars(self))
+        return {name: tensor for name, tensor in vars(self).items() if tensor is not None}
 
     def samples(self) -> list[Sample]:
         """The batch as one Sample per rollout (for people and tests; the trainer keeps the tensors)."""
-        split = {k: getattr(self, k).split(self.sample_lengths.tolist()) for k in self.PER_TOKEN}
+        lengths = self.sample_lengths.tolist()
+        split = {k: getattr(self, k).split(lengths) for k in self.PER_TOKEN}
+        routed = self.routed_experts.split(lengths) if self.routed_experts is not None else None
         return [
             Sample(
                 input_ids=split["input_ids"][i].tolist(),
@@ -103,9 +112,31 @@ class Batch:
                 inference_logprobs=split["inference_logprobs"][i].tolist(),
                 policy_version=int(self.policy_versions[i]),
                 temperature=float(self.temperatures[i]),
+                routed_experts=routed[i] if routed is not None else None,
             )
             for i in range(len(self))
         ]
+
+
+def _routed_experts(samples: list[Sample]) -> torch.Tensor | None:
+    """The samples' routing laid end to end, -1 for samples without any; None when none has routing."""
+    shapes = {tuple(s.routed_experts.shape[1:]) for s in samples if s.routed_experts is not None}
+    if not shapes:
+        return None
+    if len(shapes) > 1:
+        raise ValueError(f"samples disagree on the routing's [MoE layers, k]: {sorted(shapes)}")
+    (shape,) = shapes
+    for i, s in enumerate(samples):
+        if s.routed_experts is not None and len(s.routed_experts) != len(s.input_ids):
+            raise ValueError(f"sample {i}: routed_experts must have {len(s.input_ids)} rows like input_ids")
+    return torch.cat(
+        [
+            s.routed_experts.to(torch.int16)
+            if s.routed_experts is not None
+            else torch.full((len(s.input_ids), *shape), -1, dtype=torch.int16)
+            for s in samples
+        ]
+    )
 
 
 def write_batch(

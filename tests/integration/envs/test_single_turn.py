@@ -28,7 +28,7 @@ def test_a_rollout_keeps_the_servers_token_ids_and_logprobs(server):
             rollout.prompt, add_generation_prompt=True, tokenize=True, return_dict=False
         )
         assert turn.prompt_token_ids == list(expected_prompt)
-        [(ids, mask, logprobs)] = rollout.token_samples()
+        [(ids, mask, logprobs, _)] = rollout.token_samples()
         assert ids == turn.prompt_token_ids + turn.token_ids
         assert mask == [False] * len(turn.prompt_token_ids) + [True] * len(turn.token_ids)
         assert logprobs[len(turn.prompt_token_ids) :] == turn.logprobs
@@ -48,7 +48,7 @@ def test_every_built_in_environment_runs_against_the_tiny_model(server, name):
 
     for rollout in asyncio.run(main()):
         assert rollout.turns and rollout.metrics
-        [(ids, mask, _)] = rollout.token_samples()
+        [(ids, mask, _, _)] = rollout.token_samples()
         assert sum(mask) == sum(len(t.token_ids) for t in rollout.turns)
 
 

@@ -81,7 +81,7 @@ def test_bad_calls_and_raising_tools_become_error_messages(call, error):
 def test_the_sample_is_the_generated_tokens_plus_the_environment_tokens_masked():
     rollout, _ = _run([_call("add", '{"a": 1, "b": 2}'), "3"])
     first, second = rollout.turns
-    [(ids, mask, logprobs)] = rollout.token_samples()
+    [(ids, mask, logprobs, _)] = rollout.token_samples()
     env_tokens = second.prompt_token_ids[len(first.prompt_token_ids) + len(first.token_ids) :]
     assert ids == first.prompt_token_ids + first.token_ids + env_tokens + second.token_ids
     expected_mask = [False] * len(first.prompt_token_ids) + [True] * len(first.token_ids)
@@ -98,7 +98,7 @@ def test_a_turn_the_template_would_retokenise_is_spliced_and_counted():
     rollout, script = _run([_call("add", '{"a": 1, "b": 2}') + "  ", "3"], strip_content=True)
     assert rollout.state["spliced_turns"] == 1
     assert [kind for kind, _ in script.requests if kind != "tokenize"] == ["chat", "completions"]
-    [(ids, mask, _)] = rollout.token_samples()  # one sequence: every prompt extended the earlier tokens
+    [(ids, mask, _, _)] = rollout.token_samples()  # one sequence: every prompt extended the earlier tokens
     first = rollout.turns[0]
     assert (
         ids[: len(first.prompt_token_ids) + len(first.token_ids)] == first.prompt_token_ids + first.token_ids
@@ -112,7 +112,7 @@ def test_a_call_formatted_unlike_the_template_is_spliced_not_retokenised():
     assert rollout.state["spliced_turns"] == 1
     assert rollout.completion[1]["content"] == "3"
     first = rollout.turns[0]
-    [(ids, _, _)] = rollout.token_samples()
+    [(ids, _, _, _)] = rollout.token_samples()
     assert (
         ids[: len(first.prompt_token_ids) + len(first.token_ids)] == first.prompt_token_ids + first.token_ids
     )

@@ -59,6 +59,12 @@ WATCH_EVERY_S = 0.5
 class VLLMBackend(Backend):
     """Generates with a vLLM server it starts; see the module doc."""
 
+    no_routed_experts = (
+        "the vLLM backend does not return routed experts (vLLM captures them only in its Model Runner V2, "
+        "which needs Triton: its CPU build refuses --enable-return-routed-experts); serve MoE models with "
+        'inference.backend = "torch" for router replay'
+    )
+
     def __init__(self, config: InferenceServerConfig, model_dir: Path, log: TextIO | None = None) -> None:
         text_config = AutoConfig.from_pretrained(model_dir).get_text_config()
         limit = text_config.max_position_embeddings

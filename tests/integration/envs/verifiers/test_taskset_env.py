@@ -41,7 +41,7 @@ def test_a_rollout_holds_exactly_the_tokens_and_logprobs_the_server_generated(se
         again = httpx.post(f"{server.url}/inference/v1/generate", json=body).json()["choices"][0]
         assert turn.token_ids == again["token_ids"]
         assert turn.logprobs == pytest.approx([e["logprob"] for e in again["logprobs"]["content"]], abs=1e-4)
-        [(ids, mask, logprobs)] = rollout.token_samples()
+        [(ids, mask, logprobs, _)] = rollout.token_samples()
         assert ids == turn.prompt_token_ids + turn.token_ids
         assert sum(mask) == len(turn.token_ids) and not any(mask[: len(turn.prompt_token_ids)])
         assert rollout.prompt == [{"role": "user", "content": rollout.task["prompt"]}]

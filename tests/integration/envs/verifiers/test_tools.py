@@ -53,7 +53,7 @@ def test_a_tool_call_runs_and_only_the_models_turns_train(tool_tokenizer, tmp_pa
     ]
     # The second turn's prompt is the first prompt and reply verbatim, then the tool message.
     assert second[: len(first) + len(generated[0])] == first + generated[0]
-    [(ids, mask, logprobs)] = rollout.token_samples()
+    [(ids, mask, logprobs, _)] = rollout.token_samples()
     assert ids == second + generated[1]
     assert [t for t, m in zip(ids, mask, strict=True) if m] == generated[0] + generated[1]
     tool_span = ids[len(first) + len(generated[0]) : len(second)]

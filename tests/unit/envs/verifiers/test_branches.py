@@ -33,7 +33,7 @@ def test_a_branch_becomes_one_turn_per_reply_whose_prompt_is_everything_before_i
 def test_the_turns_give_back_the_branch_as_one_training_sequence():
     rollout = Rollout(task={}, prompt=[], turns=branch_turns(IDS, MASK, LOGPROBS, REPLIES, 0, False))
     # The trailing unsampled newline is no one's prompt: nothing trains on it either way.
-    assert rollout.token_samples() == [(IDS[:-1], MASK[:-1], LOGPROBS[:-1])]
+    assert rollout.token_samples() == [(IDS[:-1], MASK[:-1], LOGPROBS[:-1], None)]
 
 
 def test_two_branches_are_two_sequences():
@@ -41,7 +41,7 @@ def test_two_branches_are_two_sequences():
     turns = branch_turns(IDS, MASK, LOGPROBS, REPLIES, 0, False)
     turns += branch_turns(other, [False] * 3 + [True] * 2, [0.0] * 3 + [-1.0, -2.0], REPLIES[:1], 0, False)
     samples = Rollout(task={}, prompt=[], turns=turns).token_samples()
-    assert [ids for ids, _, _ in samples] == [IDS[:-1], other]
+    assert [sample.ids for sample in samples] == [IDS[:-1], other]
 
 
 def test_a_truncated_branch_ends_with_a_length_finish():
