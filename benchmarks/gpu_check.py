@@ -5,7 +5,9 @@ On a model of about 0.5B parameters (Qwen2.5-0.5B's shape) built here with rando
   ending at `--max-tokens` or EOS),
 - the trainer's tokens/s and MFU (bf16 compute over fp32 master weights, one-rank FSDP2, AdamW): model
   FLOPs 6 x parameters x tokens (attention not counted) over the H200's measured bf16 rate,
-- TOPLOC: the same rollouts generated with proofs, then verified; verification time against generation.
+- TOPLOC: the same rollouts generated with proofs, then verified; verification time against generation,
+- an MoE step: a GLM-4.5-shaped MoE (GLM4_MOE's dims, random weights): engine decode tokens/s with routed
+  experts returned, and trainer tokens/s with router replay.
 
 Then it reads the `gpu` tests' JUnit report and writes everything to OUT/gpu_check.json and the table.
 `--dry` runs it all on the CPU with a model of a few thousand parameters: a check of the script itself.
@@ -29,17 +31,20 @@ import torch
 import transformers
 from toploc_overhead import generate
 from trainer_throughput import make_batch
-from transformers import AutoModelForCausalLM, Qwen2Config
+from transformers import AutoModelForCausalLM, Glm4MoeConfig, PretrainedConfig, Qwen2Config
 
 from asyncrl.config import ModelConfig
 from asyncrl.models import load_tokenizer
+from asyncrl.moe import moe_shape
 from asyncrl.toploc.config import ToplocConfig
 from asyncrl.toploc.verify import ReferenceModel, verify_rollouts
 from asyncrl.trainer.config import TrainerConfig
 from asyncrl.trainer.distributed import init_distributed
+from asyncrl.trainer.loop import router_replay
 from asyncrl.trainer.losses import masked_is
 from asyncrl.trainer.model_setup import build
 from asyncrl.trainer.train_step import train_on_batch
+from asyncrl.transport.batches import Batch
 
 MAX_LISTED = 20
 """Longer test lists show their failures only, to keep the table on one screen."""
@@ -54,6 +59,24 @@ QWEN_05B = {
     "num_key_value_heads": 2,
     "vocab_size": 151936,
 }
+GLM4_MOE = {
+    "hidden_size": 1024,
+    "intermediate_size": 4096,
+    "moe_intermediate_size": 512,
+    "num_hidden_layers": 8,
+    "num_attention_heads": 16,
+    "num_key_value_heads": 4,
+    "head_dim": 64,
+    "n_routed_experts": 32,
+    "num_experts_per_tok": 4,
+    "first_k_dense_replace": 1,
+    "attention_bias": True,
+    "vocab_size": 151936,
+}
+"""GLM-4.5-Air's layout (shared expert, dense first layer, sigmoid routing) at ~0.7B parameters."""
+DRY_MOE = {**GLM4_MOE, "hidden_size": 64, "intermediate_size": 128, "moe_intermediate_size": 32,
+           "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 16,
+           "n_routed_experts": 4, "num_experts_per_tok": 2, "vocab_size": 512}  # fmt: skip
 DRY = {
     "hidden_size": 64,
     "intermediate_size": 128,
@@ -64,9 +87,12 @@ DRY = {
 }
 
 
-def make_model_dir(out: str, dims: dict[str, int], device: str) -> tuple[str, int]:
-    """A random-weight Qwen2 dir of shape `dims` with the tiny model's tokenizer; its parameter count."""
-    config = Qwen2Config(max_position_embeddings=4096, tie_word_embeddings=True, **dims)
+def make_model_dir(
+    out: str, dims: dict[str, int], device: str, config_class: type[PretrainedConfig] = Qwen2Config
+) -> tuple[str, int]:
+    """A random-weight dir of shape `dims` (a Qwen2, or `config_class`'s architecture) with the tiny
+    model's tokenizer; its parameter count."""
+    config = config_class(max_position_embeddings=4096, tie_word_embeddings=True, **dims)
     with torch.device(device):  # random init on the GPU: seconds, not a minute of CPU
         model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
     model.save_pretrained(out)
@@ -74,18 +100,36 @@ def make_model_dir(out: str, dims: dict[str, int], device: str) -> tuple[str, in
     return out, sum(p.numel() for p in model.parameters())
 
 
-def train(path: str, device: str, tokens: int, steps: int) -> float:
-    """Trainer tokens/s over `steps` optimizer steps of `tokens` tokens (after a warm-up step)."""
+def train(path: str, device: str, tokens: int, steps: int, moe: bool = False) -> float:
+    """Trainer tokens/s over `steps` optimizer steps of `tokens` tokens (after a warm-up step); an MoE
+    trains with router replay on random recorded experts."""
     ranks = init_distributed(device, "bfloat16")
-    config = TrainerConfig(micro_batch_tokens=min(tokens, 16384), row_tokens=4096)
+    config = TrainerConfig(micro_batch_tokens=min(tokens, 16384), row_tokens=4096, router_replay=moe)
     model, optimizers = build(ModelConfig(path=path, dtype="bfloat16"), config, 0, ranks)
-    train_on_batch(model, optimizers, make_batch(tokens, 0), masked_is, config, 1, steps + 1, ranks)
+    routing = router_replay(model, config)
+
+    def batch(step: int) -> Batch:
+        made = make_batch(tokens, step)
+        if moe:
+            shape = moe_shape(model)
+            made.routed_experts = (
+                torch.stack(  # k distinct experts per token, as a router picks them
+                    [torch.randperm(shape.num_experts)[: shape.top_k] for _ in range(tokens)]
+                )
+                .unsqueeze(1)
+                .expand(-1, len(shape.layers), -1)
+                .to(torch.int16)
+            )
+        return made
+
+    train_on_batch(model, optimizers, batch(0), masked_is, config, 1, steps + 1, ranks, routing)
     if device == "cuda":
         torch.cuda.synchronize()
     start = time.perf_counter()
     for step in range(steps):
-        batch = make_batch(tokens, step + 1)
-        train_on_batch(model, optimizers, batch, masked_is, config, step + 2, steps + 1, ranks)
+        train_on_batch(
+            model, optimizers, batch(step + 1), masked_is, config, step + 2, steps + 1, ranks, routing
+        )
     if device == "cuda":
         torch.cuda.synchronize()
     return steps * tokens / (time.perf_counter() - start)
@@ -125,6 +169,9 @@ def table(result: dict) -> str:
         f"{'TOPLOC: verification (bf16)':<32}{b['toploc_verify_s']:>12.2f} s  "
         f"({b['toploc_speedup']:.1f}x faster than generation; {b['toploc_passed']} of {b['requests']} pass; "
         "target 10x)",
+        f"MoE: GLM-4.5 shape, {b['moe_params'] / 1e6:.0f}M parameters, random weights, bf16",
+        f"{'MoE engine decode':<32}{b['moe_decode_tokens_per_s']:>12,.0f} tokens/s  (with routed experts)",
+        f"{'MoE trainer (router replay)':<32}{b['moe_trainer_tokens_per_s']:>12,.0f} tokens/s",
     ]
     return "\n".join(lines)
 
@@ -167,6 +214,15 @@ def main() -> None:
         verify_s = time.perf_counter() - start
         del reference
         trainer_tokens_per_s = train(path, device, args.train_tokens, args.train_steps)
+    with tempfile.TemporaryDirectory() as tmp:
+        path, moe_params = make_model_dir(tmp, DRY_MOE if args.dry else GLM4_MOE, device, Glm4MoeConfig)
+        engine = argparse.Namespace(**{**vars(engine), "model": path})
+        asyncio.run(generate(engine, prompts[:8], toploc=False, routed_experts=True))
+        moe_decode_s, _, moe_rollouts = asyncio.run(
+            generate(engine, prompts, toploc=False, routed_experts=True)
+        )
+        moe_generated = sum(len(r.token_ids) for r in moe_rollouts)
+        moe_trainer_tokens_per_s = train(path, device, args.train_tokens, args.train_steps, moe=True)
     result = {
         "dry": args.dry,
         "device": torch.cuda.get_device_name() if device == "cuda" else platform.processor() or "cpu",
@@ -184,6 +240,9 @@ def main() -> None:
             "toploc_verify_s": verify_s,
             "toploc_speedup": toploc_s / verify_s,
             "toploc_passed": sum(v.passed for v in verdicts),
+            "moe_params": moe_params,
+            "moe_decode_tokens_per_s": moe_generated / moe_decode_s,
+            "moe_trainer_tokens_per_s": moe_trainer_tokens_per_s,
         },
     }
     args.out.mkdir(parents=True, exist_ok=True)

@@ -34,9 +34,10 @@ from asyncrl.toploc.verify import ReferenceModel, verify_rollouts
 
 
 async def generate(
-    args: argparse.Namespace, prompts: list[list[int]], toploc: bool
+    args: argparse.Namespace, prompts: list[list[int]], toploc: bool, routed_experts: bool = False
 ) -> tuple[float, float, list[Rollout]]:
-    """Wall and process CPU seconds to generate every request (model load excluded), and the rollouts."""
+    """Wall and process CPU seconds to generate every request (model load excluded), and the rollouts;
+    `routed_experts`: an MoE engine records each token's experts too."""
     config = InferenceConfig(max_num_seqs=args.inflight, num_threads=args.threads, device=args.device)
     engine = TorchEngine(args.model, args.dtype, config)
     eos = eos_token_ids(str(resolve_model_path(args.model)), load_tokenizer(args.model))
@@ -46,7 +47,13 @@ async def generate(
 
     async def worker() -> None:
         for i, prompt in pending:
-            params = SamplingParams(max_tokens=args.max_tokens, seed=i, stop_token_ids=eos, toploc=toploc)
+            params = SamplingParams(
+                max_tokens=args.max_tokens,
+                seed=i,
+                stop_token_ids=eos,
+                toploc=toploc,
+                routed_experts=routed_experts,
+            )
             tokens, proofs, finish = [], [], None
             async for delta in engine.generate(prompt, params):
                 tokens += delta.token_ids

@@ -40,8 +40,8 @@ hf_logging.disable_progress_bar()
 TINY_MODEL_NAME = "tiny"
 # The cache dir name: bump the suffix whenever the tiny model's recipe changes.
 TINY_MODEL_VERSION = "tiny-v1"
-TINY_MOE_NAME, TINY_MOE_VERSION = "tiny-moe", "tiny-moe-v1"
-TINY_QWEN3_MOE_NAME, TINY_QWEN3_MOE_VERSION = "tiny-qwen3-moe", "tiny-qwen3-moe-v1"
+TINY_MOE_NAME, TINY_MOE_VERSION = "tiny-moe", "tiny-moe-v2"
+TINY_QWEN3_MOE_NAME, TINY_QWEN3_MOE_VERSION = "tiny-qwen3-moe", "tiny-qwen3-moe-v2"
 ENDOFTEXT, IM_START, IM_END = "<|endoftext|>", "<|im_start|>", "<|im_end|>"
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 """The dtypes a model may be loaded in, by their config names (`model.dtype`)."""
@@ -274,12 +274,14 @@ def build_tiny_model(out_dir: Path, seed: int = 0) -> Path:
 def build_tiny_moe_model(out_dir: Path, seed: int = 0) -> Path:
     """Write `tiny-moe`, a GLM-4.5-shaped MoE (the INTELLECT-3 family) at tiny's width: a dense first
     layer, then 3 MoE layers of 8 routed experts (top-2, sigmoid scores with a correction bias) plus a
-    shared expert; partial rotary and attention biases as GLM-4.5 has them. About 1.1M parameters."""
+    shared expert; partial rotary and attention biases as GLM-4.5 has them. A token uses as much MLP
+    width as in `tiny` (2 experts + the shared one, 128 each, against 384): 1.8M parameters, 0.8M
+    active."""
     config = Glm4MoeConfig(
         **_tiny_config_kwargs(_build_tiny_tokenizer()),
         head_dim=32,
         intermediate_size=384,
-        moe_intermediate_size=64,
+        moe_intermediate_size=128,
         n_routed_experts=8,
         num_experts_per_tok=2,
         n_shared_experts=1,
@@ -297,12 +299,13 @@ def build_tiny_moe_model(out_dir: Path, seed: int = 0) -> Path:
 
 def build_tiny_qwen3_moe_model(out_dir: Path, seed: int = 0) -> Path:
     """Write `tiny-qwen3-moe`, a Qwen3-MoE at tiny's width: 4 MoE layers of 8 experts (top-2, softmax
-    scores, renormalised), QK norms, no shared expert. About 1.1M parameters."""
+    scores, renormalised), QK norms, no shared expert; 2 experts of 192 give a token tiny's MLP width
+    (384)."""
     config = Qwen3MoeConfig(
         **_tiny_config_kwargs(_build_tiny_tokenizer()),
         head_dim=32,
         intermediate_size=384,
-        moe_intermediate_size=64,
+        moe_intermediate_size=192,
         num_experts=8,
         num_experts_per_tok=2,
         norm_topk_prob=True,

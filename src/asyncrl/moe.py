@@ -184,7 +184,7 @@ class RouterReplay:
         counted = experts.detach()[valid] if valid is not None else experts.detach()
         stats.expert_tokens = torch.bincount(counted.flatten(), minlength=router.num_experts).cpu()
         self._per_layer[layer] = stats
-        if self.balance:
+        if self.balance and (valid is None or bool(valid.any())):
             self._balance_terms[layer] = self._balance(router, logits, experts, valid)
         if not self._apply:
             return None

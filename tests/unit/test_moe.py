@@ -125,3 +125,25 @@ def test_the_balance_term_is_one_when_load_and_probabilities_are_even():
 def test_expert_load_cv_is_zero_for_even_load_and_grows_with_imbalance():
     counts = torch.tensor([[5, 5, 5, 5], [20, 0, 0, 0]])
     torch.testing.assert_close(expert_load_cv(counts), torch.tensor([0.0, 3**0.5]))
+
+
+def test_a_recomputing_backward_routes_as_its_forward_did():
+    """Activation checkpointing reruns each layer in the backward pass: with replay, the rerun must use
+    the replayed experts again, or the gradients would belong to another computation."""
+    ids = torch.randint(0, 256, (1, 10))
+    forced = torch.randint(0, 8, (10, 3, 2))
+    forced[:, :, 1] = (forced[:, :, 0] + 1) % 8
+    grads = []
+    for checkpointing in (False, True):
+        model = load_model("tiny-moe")
+        model.train()
+        if checkpointing:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        replay = RouterReplay(model, apply=True)
+        replay.replaying(forced, torch.ones(10, dtype=torch.bool))
+        model(ids).logits.logsumexp(-1).sum().backward()
+        grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
+        assert replay.take_stats().recorded_tokens == 10 * 3  # the rerun did not count twice
+    assert grads[0].keys() == grads[1].keys()
+    for name, grad in grads[0].items():
+        torch.testing.assert_close(grads[1][name], grad, msg=name)

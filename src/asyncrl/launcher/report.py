@@ -1,5 +1,5 @@
 """report.png: reward (and each eval's avg@k), loss, throughput and off-policy lag of a run, from its
-metrics.jsonl."""
+metrics.jsonl; MoE runs get a row of routing figures."""
 
 from __future__ import annotations
 
@@ -21,6 +21,12 @@ PANELS = [  # component, figure, title, whether a moving mean helps read it
     ("trainer", "tokens_per_s", "trainer tokens/s", True),
     ("orchestrator", "off_policy_max", "off-policy lag (max, steps)", False),
     ("trainer", "wait_s", "trainer wait for data (s)", True),
+]
+
+MOE_PANELS = [  # a fourth row, for MoE runs: how far trainer and inference compute apart, and why
+    ("trainer", "mismatch_kl", "mismatch KL (inference vs trainer)", True),
+    ("trainer", "moe/routing_mismatch_frac", "routing differs from inference (share)", True),
+    ("trainer", "moe/expert_load_cv", "expert load CV (mean over MoE layers)", True),
 ]
 
 BREAKDOWNS = [  # component, title, the per-step seconds stacked in its panel
@@ -47,25 +53,15 @@ def write_report(run_dir: Path) -> Path | None:
     rows = read_metrics(run_dir)
     if not rows:
         return None
-    figure, axes = plt.subplots(3, 3, figsize=(13, 10))
+    moe = any("moe/expert_load_cv" in row for row in rows)
+    figure, axes = plt.subplots(4 if moe else 3, 3, figsize=(13, 13.3 if moe else 10))
     for axis, (component, title, parts) in zip(axes[2], BREAKDOWNS, strict=True):
         _stack(axis, [row for row in rows if row["component"] == component], title, parts)
-    for axis, (component, figure_name, title, smooth) in zip(axes[:2].flat, PANELS, strict=True):
-        drawn = [row for row in rows if row["component"] == component and figure_name in row]
-        steps = [row["step"] for row in drawn]  # once each, in order: read_metrics drops re-done steps
-        values = [row[figure_name] for row in drawn]
-        many = smooth and len(steps) > 2 * SMOOTH
-        axis.plot(steps, values, marker="" if many else "o", markersize=3, alpha=0.35 if many else 1.0)
-        if many:  # per-step figures of a few tasks are noisy; the trend is what people look for
-            axis.plot(steps, _moving_mean(values, SMOOTH), color="C0", label=f"mean of {SMOOTH} steps")
-        if figure_name == EVALS_ON:
-            _draw_evals(axis, rows)
-        if axis.get_legend_handles_labels()[0]:
-            axis.legend(loc="best", fontsize=8)
-        axis.set_title(title)
-        axis.set_xlabel("step")
-        axis.xaxis.set_major_locator(MaxNLocator(integer=True))
-        axis.grid(alpha=0.3)
+    panels = list(zip(axes[:2].flat, PANELS, strict=True))
+    if moe:
+        panels += zip(axes[3], MOE_PANELS, strict=True)
+    for axis, panel in panels:
+        _draw_panel(axis, rows, *panel)
     figure.tight_layout()
     path = Path(run_dir) / "report.png"
     tmp = path.with_name(".report.png.tmp")
@@ -77,6 +73,26 @@ def write_report(run_dir: Path) -> Path | None:
         plt.close(figure)
         tmp.unlink(missing_ok=True)
     return path
+
+
+def _draw_panel(
+    axis: plt.Axes, rows: list[dict], component: str, name: str, title: str, smooth: bool
+) -> None:
+    drawn = [row for row in rows if row["component"] == component and name in row]
+    steps = [row["step"] for row in drawn]  # once each, in order: read_metrics drops re-done steps
+    values = [row[name] for row in drawn]
+    many = smooth and len(steps) > 2 * SMOOTH
+    axis.plot(steps, values, marker="" if many else "o", markersize=3, alpha=0.35 if many else 1.0)
+    if many:  # per-step figures of a few tasks are noisy; the trend is what people look for
+        axis.plot(steps, _moving_mean(values, SMOOTH), color="C0", label=f"mean of {SMOOTH} steps")
+    if name == EVALS_ON:
+        _draw_evals(axis, rows)
+    if axis.get_legend_handles_labels()[0]:
+        axis.legend(loc="best", fontsize=8)
+    axis.set_title(title)
+    axis.set_xlabel("step")
+    axis.xaxis.set_major_locator(MaxNLocator(integer=True))
+    axis.grid(alpha=0.3)
 
 
 def eval_curves(rows: list[dict]) -> dict[str, tuple[list[int], list[float]]]:

@@ -15,6 +15,8 @@ from transformers import PreTrainedModel
 
 from asyncrl.adapters import ADAPTER_WEIGHTS, PREFIX
 from asyncrl.config import LoraConfig
+from asyncrl.errors import UserError
+from asyncrl.moe import moe_shape
 
 ADAPTER = "default"
 """The name PEFT gives the one adapter; it appears in parameter names, never in saved files."""
@@ -23,6 +25,13 @@ ADAPTER = "default"
 def add_lora(model: PreTrainedModel, config: LoraConfig) -> PreTrainedModel:
     """`model` with LoRA adapters (B = 0: the model's outputs are unchanged until it trains) and every
     other parameter frozen."""
+    if moe_shape(model) is not None:
+        # PEFT adapts the routers and the 3-D expert stacks in layouts the servers' adapter merge does
+        # not read: an adapter the trainer could save but no server could apply.
+        raise UserError(
+            f"LoRA on MoE models ({model.config.model_type}) is not supported yet; train every weight "
+            "(leave [model.lora] out)"
+        )
     import peft  # the optional `lora` extra: only LoRA runs need it
 
     settings = peft.LoraConfig(

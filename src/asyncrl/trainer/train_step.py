@@ -35,7 +35,9 @@ def accumulate_gradients(
     for mb in micro_batches:
         mb = mb.to(ranks.device)
         if routing is not None:
-            routing.replaying(mb.routed_experts, ~mb.padding)
+            # A rank's filler micro-batch (packing.EMPTY, no loss token) is no data: count no expert for it,
+            # so the load figures of N ranks are those of one.
+            routing.replaying(mb.routed_experts, ~mb.padding if mb.loss_tokens else mb.padding & False)
         logprobs, entropy = forward_logprobs(model, mb)
         inputs = LossInputs(
             logprobs=logprobs,

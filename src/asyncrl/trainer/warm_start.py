@@ -30,12 +30,12 @@ BATCH_SIZE = 16
 SEED = 1
 
 
-def warm_up_on_reverse_text(base_model: Path, out_dir: Path) -> None:
-    """SFT `base_model` for WARM_UP_STEPS steps on reverse-text examples of 3 to 8 characters (one pass)
-    and write the result to `out_dir` as an HF model dir."""
+def warm_up_on_reverse_text(base_model: Path, out_dir: Path, steps: int = WARM_UP_STEPS) -> None:
+    """SFT `base_model` for `steps` steps on reverse-text examples of 3 to 8 characters (one pass) and
+    write the result to `out_dir` as an HF model dir."""
     with tempfile.TemporaryDirectory(prefix="asyncrl-warm-start-") as tmp:
         data = Path(tmp) / "reverse_text.jsonl"
-        tasks = reverse_text_tasks(WARM_UP_STEPS * BATCH_SIZE, seed=SEED, min_chars=3, max_chars=8)
+        tasks = reverse_text_tasks(steps * BATCH_SIZE, seed=SEED, min_chars=3, max_chars=8)
         data.write_text("".join(json.dumps(r) + "\n" for r in sft_records(tasks)))
         config = SFTProcessConfig(
             output_dir=Path(tmp) / "run",
@@ -47,9 +47,9 @@ def warm_up_on_reverse_text(base_model: Path, out_dir: Path) -> None:
                 row_tokens=128,
                 num_threads=1,  # a tiny model gains little from more, and loses much when cores are busy
             ),
-            sft=SFTConfig(data=data, eval_fraction=0, max_steps=WARM_UP_STEPS, batch_size=BATCH_SIZE),
+            sft=SFTConfig(data=data, eval_fraction=0, max_steps=steps, batch_size=BATCH_SIZE),
         )
         run_sft(config)
-        for file in weights_dir(config.output_dir, WARM_UP_STEPS).iterdir():
+        for file in weights_dir(config.output_dir, steps).iterdir():
             if file.name != STABLE:
                 shutil.copy2(file, out_dir / file.name)

@@ -35,6 +35,14 @@ def test_eval_starts_the_built_in_server_on_a_model_path(tmp_path):
     assert "pass@2" in result.stdout
 
 
+def test_eval_runs_an_moe_model(tmp_path):
+    result = _eval("reverse-text", "--model.path", "tiny-moe", "--num-examples", "2",
+                   "--rollouts-per-example", "2", "--sampling.max-tokens", "8",
+                   "--output-dir", str(tmp_path))  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert set(_check_outputs(tmp_path, 4)["pass_at_k"]) == {"1", "2"}
+
+
 def test_eval_against_a_running_server_by_url(server, tmp_path):
     result = _eval("reverse-text", "--base-url", f"{server.url}/v1", "--model", "tiny", "--num-examples", "3",
                    "--rollouts-per-example", "1", "--env-args", '{"seed": 3, "max_chars": 8}',

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from asyncrl.models import resolve_model_path
 from asyncrl.toploc.config import ToplocConfig
 from asyncrl.toploc.verify import ReferenceModel, verify_rollouts
 from tests.integration.toploc.engine_rollouts import EOS, generate, prompts
@@ -40,3 +41,11 @@ def test_honest_rollouts_of_a_confident_model_pass(confident_dir, confident_refe
     rollouts += generate(confident_dir, prompts(32), "float32", temperature=0.6, top_p=0.8, max_tokens=96)
     verdicts = verify_rollouts(confident_reference, rollouts, ToplocConfig())
     assert [v.reasons for v in verdicts if not v.passed] == []
+
+
+def test_honest_rollouts_of_an_moe_model_pass():
+    """The proofs commit to the last hidden state, whatever computed it: an MoE's routed layers too."""
+    model_dir = str(resolve_model_path("tiny-moe"))
+    rollouts = generate(model_dir, prompts(24), "float32", max_tokens=40, settings=SETTINGS)
+    verdicts = verify_rollouts(ReferenceModel.load(model_dir, "float32"), rollouts, ToplocConfig())
+    assert len(rollouts) == 24 and [(i, v.reasons) for i, v in enumerate(verdicts) if not v.passed] == []

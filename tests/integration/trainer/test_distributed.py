@@ -20,6 +20,15 @@ STEPS = 2
 
 LORA = ["--model.lora.rank", "4", "--model.lora.alpha", "8"]
 """A LoRA adapter on every linear layer; its published weights are adapter_model.safetensors."""
+MOE = [
+    "--model.path",
+    "tiny-moe",
+    "--trainer.router-replay",
+    "true",
+    "--trainer.moe-balance-loss-coef",
+    "0.01",
+]
+"""The GLM-4.5-shaped MoE (its expert stacks sharded by expert), with router replay and the balance loss."""
 
 
 def _train(run_dir: Path, ranks: int, optim: str, extra: list[str]) -> None:
@@ -44,14 +53,14 @@ def _train(run_dir: Path, ranks: int, optim: str, extra: list[str]) -> None:
 @pytest.mark.parametrize(
     "optim, extra, weights",
     # LoRA with Muon: the adapter's matrices alone, with no AdamW beside them, the path AdamW's shares.
-    [("adamw", [], "model"), ("muon", [], "model"), ("muon", LORA, "adapter_model")],
-    ids=["adamw", "muon", "muon-lora"],
+    [("adamw", [], "model"), ("muon", [], "model"), ("muon", LORA, "adapter_model"), ("muon", MOE, "model")],
+    ids=["adamw", "muon", "muon-lora", "muon-moe"],
 )
 def test_one_rank_and_two_fsdp_ranks_give_the_same_losses_and_weights(tmp_path, optim, extra, weights):
     if extra:
         pytest.importorskip("peft")
     single, sharded = tmp_path / "single", tmp_path / "sharded"
-    write_batches(single, STEPS, per_step=12)
+    write_batches(single, STEPS, per_step=12, model_name="tiny-moe" if extra == MOE else "tiny")
     shutil.copytree(single / "rollouts", sharded / "rollouts")
     _train(single, 1, optim, extra)
     _train(sharded, 2, optim, extra)
@@ -59,6 +68,11 @@ def test_one_rank_and_two_fsdp_ranks_give_the_same_losses_and_weights(tmp_path, 
     losses = [[m["loss"] for m in read_metrics(run, "trainer")] for run in (single, sharded)]
     assert len(losses[0]) == STEPS
     assert losses[1] == pytest.approx(losses[0], rel=1e-5, abs=1e-6)
+    if extra == MOE:  # the routing figures, too, cover both ranks' tokens
+        figures = [
+            [m["moe/expert_load_cv"] for m in read_metrics(run, "trainer")] for run in (single, sharded)
+        ]
+        assert figures[1] == pytest.approx(figures[0], rel=1e-6)
     final = [
         load_file(str(run / "weights" / f"step_{STEPS}" / f"{weights}.safetensors"))
         for run in (single, sharded)

@@ -10,10 +10,12 @@ import pytest
 import torch
 
 from asyncrl.config import LoraConfig, ModelConfig
+from asyncrl.errors import UserError
 from asyncrl.inference.weights import WeightReader
 from asyncrl.models import load_model, load_tokenizer
 from asyncrl.trainer.config import TrainerConfig
 from asyncrl.trainer.distributed import init_distributed
+from asyncrl.trainer.lora import add_lora
 from asyncrl.trainer.losses import resolve_loss
 from asyncrl.trainer.model_setup import build, publish
 from asyncrl.trainer.train_step import train_on_batch
@@ -97,3 +99,8 @@ def test_asyncrl_export_merges_the_adapter_into_a_whole_model_dir_equal_to_the_t
         [*export, str(out), "--out", str(tmp_path / "x")], capture_output=True, text=True
     )
     assert not_one.returncode == 1 and "is not a LoRA adapter dir" in not_one.stderr
+
+
+def test_lora_on_an_moe_model_is_refused_with_what_to_do():
+    with pytest.raises(UserError, match=r"LoRA on MoE models \(glm4_moe\) is not supported yet"):
+        add_lora(load_model("tiny-moe"), LoraConfig(rank=4))

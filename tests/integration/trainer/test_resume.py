@@ -37,16 +37,23 @@ def _losses(run_dir: Path) -> dict[int, float]:
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    "optim, lora", [("adamw", False), ("muon", False), ("muon", True)], ids=["adamw", "muon", "muon-lora"]
+    "optim, variant",
+    [("adamw", None), ("muon", None), ("muon", "lora"), ("muon", "moe")],
+    ids=["adamw", "muon", "muon-lora", "muon-moe"],
 )
-def test_killed_trainer_resumes_with_exactly_the_same_losses(tmp_path, optim, lora):
-    if lora:
+def test_killed_trainer_resumes_with_exactly_the_same_losses(tmp_path, optim, variant):
+    if variant == "lora":
         pytest.importorskip("peft")
     # With LoRA a checkpoint holds the frozen base too, and the step's weights are the adapter alone.
-    options = ["--trainer.optim.type", optim, *(["--model.lora.rank", "4"] if lora else [])]
-    weights = "adapter_model.safetensors" if lora else "model.safetensors"
+    extra = {
+        "lora": ["--model.lora.rank", "4"],
+        "moe": ["--model.path", "tiny-moe", "--trainer.router-replay", "true"],
+    }.get(variant, [])
+    options = ["--trainer.optim.type", optim, *extra]
+    weights = "adapter_model.safetensors" if variant == "lora" else "model.safetensors"
     batches, straight, resumed = tmp_path / "batches", tmp_path / "straight", tmp_path / "resumed"
-    write_batches(batches, 6)  # the trainer deletes batches its checkpoints cover: each run gets a copy
+    # The trainer deletes batches its checkpoints cover: each run gets a copy.
+    write_batches(batches, 6, model_name="tiny-moe" if variant == "moe" else "tiny")
     shutil.copytree(batches / "rollouts", straight / "rollouts")
     subprocess.run(_command(straight, *options), check=True, capture_output=True, timeout=600)
 

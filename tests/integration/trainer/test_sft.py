@@ -15,11 +15,13 @@ from asyncrl.transport.metrics import read_metrics
 
 
 @pytest.mark.slow
-def test_sft_lowers_eval_loss_and_its_weights_load_in_the_server(tmp_path, start_server):
+@pytest.mark.parametrize("model", ["tiny", "tiny-qwen3-moe"])
+def test_sft_lowers_eval_loss_and_its_weights_load_in_the_server(tmp_path, start_server, model):
     data = tmp_path / "reverse.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in sft_records(reverse_text_tasks(400, seed=0))))
     run = tmp_path / "sft"
     command = [sys.executable, "-m", "asyncrl.cli", "sft", "--sft.data", str(data), "--output-dir", str(run)]
+    command += ["--model.path", model]
     command += ["--sft.max-steps", "40", "--sft.batch-size", "16", "--sft.eval-interval", "20"]
     command += ["--trainer.optim.lr", "3e-3", "--trainer.num-threads", "1"]
     result = subprocess.run(command, capture_output=True, text=True, timeout=900)
