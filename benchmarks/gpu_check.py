@@ -73,7 +73,7 @@ GLM4_MOE = {
     "attention_bias": True,
     "vocab_size": 151936,
 }
-"""GLM-4.5-Air's layout (shared expert, dense first layer, sigmoid routing) at ~0.7B parameters."""
+"""GLM-4.5-Air's layout (shared expert, dense first layer, sigmoid routing) at 0.55B parameters."""
 DRY_MOE = {**GLM4_MOE, "hidden_size": 64, "intermediate_size": 128, "moe_intermediate_size": 32,
            "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 16,
            "n_routed_experts": 4, "num_experts_per_tok": 2, "vocab_size": 512}  # fmt: skip

@@ -48,7 +48,8 @@ if [ -n "$dry" ]; then
     "$venv/bin/python" -m pytest -p no:cacheprovider -q -m gpu --collect-only tests | tail -n 3
     step "device-independent tests under the image's versions"
     "${pytest[@]}" tests/unit/trainer tests/unit/inference/torch tests/unit/toploc tests/unit/test_devices.py \
-        tests/integration/inference/test_engine_fidelity.py -m "not slow" || status=$?
+        tests/unit/test_moe.py tests/integration/inference/test_engine_fidelity.py \
+        tests/integration/inference/test_engine_moe.py -m "not slow" || status=$?
     bench=(--dry)
 else
     step "the gpu tests"

@@ -7,8 +7,10 @@ import json
 import struct
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from wandb.proto import wandb_internal_pb2
+if TYPE_CHECKING:  # wandb is an extra: the modules using this skip where it is missing
+    from wandb.proto import wandb_internal_pb2
 
 BLOCK = 32768
 HEADER = 7  # crc32 (4 bytes), length (2), chunk type (1)
@@ -16,6 +18,8 @@ WHOLE, LAST = 1, 4
 
 
 def records(path: Path) -> list[wandb_internal_pb2.Record]:
+    from wandb.proto import wandb_internal_pb2
+
     data = Path(path).read_bytes()
     assert data[:4] == b":W&B", f"{path} is not a W&B transaction log"
     pos, pending, found = 7, b"", []

@@ -275,7 +275,7 @@ def build_tiny_moe_model(out_dir: Path, seed: int = 0) -> Path:
     """Write `tiny-moe`, a GLM-4.5-shaped MoE (the INTELLECT-3 family) at tiny's width: a dense first
     layer, then 3 MoE layers of 8 routed experts (top-2, sigmoid scores with a correction bias) plus a
     shared expert; partial rotary and attention biases as GLM-4.5 has them. A token uses as much MLP
-    width as in `tiny` (2 experts + the shared one, 128 each, against 384): 1.8M parameters, 0.8M
+    width as in `tiny` (2 experts + the shared one, 128 each, against 384): 1.75M parameters, 0.86M
     active."""
     config = Glm4MoeConfig(
         **_tiny_config_kwargs(_build_tiny_tokenizer()),

@@ -159,6 +159,15 @@ def test_rl_refuses_to_keep_fewer_weights_than_the_off_policy_window():
     assert load_config(RLConfig, ["--trainer.retention.weights", "0"]).trainer.retention.weights == 0
 
 
+def test_rl_refuses_router_replay_without_recorded_routing():
+    from asyncrl.launcher.config import RLConfig
+
+    with pytest.raises(ConfigError, match="set orchestrator.record_routing = true too"):
+        load_config(RLConfig, ["--trainer.router-replay", "true"])
+    both = ["--trainer.router-replay", "true", "--orchestrator.record-routing", "true"]
+    assert load_config(RLConfig, both).trainer.router_replay
+
+
 def test_a_key_of_an_absent_section_turns_it_on_and_a_list_reads_where_a_string_would_too(tmp_path):
     from asyncrl.launcher.config import RLConfig
 

@@ -10,8 +10,11 @@ import time
 
 import httpx
 import pytest
+import torch
 
 from asyncrl.inference.server_process import free_port
+from asyncrl.transport.batches import load_batch
+from asyncrl.transport.layout import rollouts_dir
 from asyncrl.transport.metrics import read_metrics
 
 SMALL = [
@@ -140,3 +143,18 @@ def test_the_default_job_learns_with_the_three_processes_on_one_gpu(tmp_path):
     assert len(rewards) == 320
     # The README's figure for the default job: the 20-step mean reward reaches 0.7 (0.76-0.80 on CPUs).
     assert statistics.fmean(rewards[-20:]) >= 0.7
+
+
+@pytest.mark.slow
+def test_the_moe_job_records_routing_into_its_batches_and_replays_it(tmp_path):
+    run = tmp_path / "run"
+    result = _rl("-c", "configs/reverse_text_moe.toml", "--model.path", "tiny-moe", "--output-dir", str(run),
+                 "--max-steps", "3", "--trainer.retention.rollouts", "all")  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    batch = load_batch(rollouts_dir(run, 3))
+    # Every generated token has the experts that produced it (3 MoE layers, top-2), nothing else has.
+    recorded = batch.routed_experts[:, 0, 0] >= 0
+    assert batch.routed_experts.shape[1:] == (3, 2) and torch.equal(recorded, batch.loss_mask)
+    figures = read_metrics(run, "trainer")[-1]
+    assert 0 <= figures["moe/routing_mismatch_frac"] < 1 and figures["moe/expert_load_cv"] >= 0
+    assert {"moe/layer0_load_cv", "moe/layer2_load_cv"} <= set(figures)

@@ -36,3 +36,12 @@ def test_the_report_draws_a_run_with_evals(tmp_path):
     _run(tmp_path)
     path = write_report(tmp_path)
     assert path is not None and Image.open(path).size[0] > 1000
+
+
+def test_an_moe_run_gets_a_fourth_row_of_routing_figures(tmp_path):
+    _run(tmp_path)
+    dense_height = Image.open(write_report(tmp_path)).size[1]
+    for step in range(1, 41):
+        figures = {"mismatch_kl": 1e-3, "moe/routing_mismatch_frac": 0.01, "moe/expert_load_cv": 0.9}
+        append_metrics(tmp_path, "trainer", step, figures)
+    assert Image.open(write_report(tmp_path)).size[1] > 1.25 * dense_height
