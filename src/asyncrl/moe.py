@@ -4,7 +4,7 @@ and making a forward go to given ones (router replay).
 The engine records, for every generated token, the experts each MoE layer chose at the position that
 produced it; the trainer's forward can then route those positions to the same experts, so its logprobs
 are those of the computation inference actually did. Both work through forward hooks on the routers
-(`mlp.gate` of GLM-4.5 / Qwen3-MoE layers), so the HF modules, FSDP2 and LoRA stay untouched.
+(`mlp.gate` of GLM-4.5 / Qwen3-MoE layers), so the HF modules and FSDP2 stay untouched.
 
 Replayed routing keeps the router trainable: the expert weights of a token are the router's own scores
 gathered at the replayed experts (and normalised as the model does), so the router's gradient flows
@@ -60,6 +60,23 @@ def _router(layer: torch.nn.Module) -> torch.nn.Module | None:
     mlp = getattr(layer, "mlp", None)
     gate = getattr(mlp, "gate", None)
     return gate if gate is not None and hasattr(mlp, "experts") else None
+
+
+def check_routing(experts: torch.Tensor, shape: MoEShape) -> None:
+    """ValueError unless `experts` [T, layers, k] is routing of a model of `shape`: its MoE layers and
+    top-k, and each position's row wholly NOT_REPLAYED or wholly expert ids below num_experts."""
+    expected = (len(shape.layers), shape.top_k)
+    if tuple(experts.shape[1:]) != expected:
+        raise ValueError(
+            f"the routing has [MoE layers, k] = {list(experts.shape[1:])}, this model {list(expected)}: it "
+            "was recorded by another model"
+        )
+    unset = experts == NOT_REPLAYED
+    rows = unset.flatten(1)
+    if not bool((rows.all(dim=1) | ~rows.any(dim=1)).all()):
+        raise ValueError("the routing has positions with some experts recorded and some not")
+    if bool(((experts < 0) & ~unset).any() | (experts >= shape.num_experts).any()):
+        raise ValueError(f"the routing names experts outside 0..{shape.num_experts - 1}")
 
 
 def routers(model: torch.nn.Module) -> list[torch.nn.Module]:
@@ -121,18 +138,11 @@ class RoutingStats:
     router chose other experts than the recorded ones, and how many tokens each expert got."""
 
     recorded_tokens: int = 0
-    """Positions whose routing inference recorded."""
+    """Positions whose routing inference recorded (summed over the MoE layers)."""
     differing_tokens: int = 0
     """Of those, the ones whose trainer-side top-k set differs from inference's."""
     expert_tokens: torch.Tensor | None = None
     """[MoE layers, experts] tokens routed to each expert (after replay, when replaying)."""
-
-    def add(self, other: RoutingStats) -> None:
-        self.recorded_tokens += other.recorded_tokens
-        self.differing_tokens += other.differing_tokens
-        if other.expert_tokens is not None:
-            base = self.expert_tokens
-            self.expert_tokens = other.expert_tokens.clone() if base is None else base + other.expert_tokens
 
 
 class RouterReplay:
@@ -141,14 +151,16 @@ class RouterReplay:
     instead (see the module doc); optionally adds each router's load-balancing term (Switch Transformer's
     E * sum_e f_e * P_e).
 
-    What `replaying` sets stays in force until the next call, so a backward that recomputes layers
-    (activation checkpointing) routes them as their forward did; figures are kept per layer and
-    overwritten by a recompute, so it does not count twice."""
+    What `replaying` sets stays in force until `finish`, so a backward that recomputes layers (activation
+    checkpointing) routes them as their forward did; figures are kept per layer and overwritten by a
+    recompute, so it does not count twice, and the balance terms are taken from the forward alone. The
+    figures stay on the device until `take_stats`: no host sync per layer."""
 
     def __init__(self, model: torch.nn.Module, apply: bool, balance: bool = False) -> None:
         found = routers(model)
         self._layer_of = {id(r): j for j, r in enumerate(found)}
         self.num_layers = len(found)
+        self.num_experts = found[0].num_experts if found else 0
         self.apply = apply
         """Replay recorded routing (else only measure it)."""
         self.balance = balance
@@ -156,9 +168,10 @@ class RouterReplay:
         self._forced: torch.Tensor | None = None
         self._valid: torch.Tensor | None = None
         self._apply = False
-        self._per_layer: dict[int, RoutingStats] = {}
+        self._collecting = False
+        self._pending: dict[int, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
+        self._totals: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
         self._balance_terms: dict[int, torch.Tensor] = {}
-        self._stats = RoutingStats()
         self._handles: list[RemovableHandle] = [r.register_forward_hook(self._route) for r in found]
 
     def replaying(self, forced: torch.Tensor | None, valid: torch.Tensor) -> None:
@@ -167,61 +180,66 @@ class RouterReplay:
         padding)."""
         self._fold()
         self._forced, self._valid, self._apply = forced, valid, self.apply and forced is not None
+        self._balance_terms, self._collecting = {}, True
+
+    def finish(self) -> None:
+        """The step's forwards and backwards are done: later forwards route themselves, unmeasured."""
+        self._fold()
+        self._forced = self._valid = None
+        self._apply = self._collecting = False
 
     def _route(self, router: torch.nn.Module, args: tuple, output: tuple) -> tuple | None:
+        if self._valid is None:
+            return None
         logits, _, own = output
         layer = self._layer_of[id(router)]
-        stats = RoutingStats()
+        weights = self._valid.to(own.device, torch.float32)
+        recorded = differing = weights.new_zeros(())
         experts = own
         if self._forced is not None:
             forced = self._forced[:, layer].to(own.device, torch.long)
-            recorded = forced[:, 0] != NOT_REPLAYED
-            differs = (forced.sort(dim=1).values != own.sort(dim=1).values).any(dim=1) & recorded
-            stats.recorded_tokens, stats.differing_tokens = int(recorded.sum()), int(differs.sum())
+            replayed = forced[:, 0] != NOT_REPLAYED
+            differs = (forced.sort(dim=1).values != own.sort(dim=1).values).any(dim=1) & replayed
+            recorded, differing = replayed.sum(), differs.sum()
             if self._apply:
-                experts = torch.where(recorded.unsqueeze(1), forced, own)
-        valid = self._valid.to(own.device) if self._valid is not None else None
-        counted = experts.detach()[valid] if valid is not None else experts.detach()
-        stats.expert_tokens = torch.bincount(counted.flatten(), minlength=router.num_experts).cpu()
-        self._per_layer[layer] = stats
-        if self.balance and (valid is None or bool(valid.any())):
-            self._balance_terms[layer] = self._balance(router, logits, experts, valid)
+                experts = torch.where(replayed.unsqueeze(1), forced, own)
+        per_choice = weights.repeat_interleave(experts.shape[1])
+        counts = weights.new_zeros(router.num_experts).scatter_add_(0, experts.detach().flatten(), per_choice)
+        self._pending[layer] = (recorded, differing, counts)
+        if self.balance:  # in a recompute too: checkpointing wants the forward's ops again, not its terms
+            probs = router_probabilities(router, logits)
+            share = counts / per_choice.sum().clamp(min=1)
+            mean_probs = (probs * weights.unsqueeze(1)).sum(dim=0) / weights.sum().clamp(min=1)
+            term = router.num_experts * (share * mean_probs).sum()
+            if self._collecting:
+                self._balance_terms[layer] = term
         if not self._apply:
             return None
         return logits, gate_weights(router, logits, experts), experts
 
-    @staticmethod
-    def _balance(
-        router: torch.nn.Module, logits: torch.Tensor, experts: torch.Tensor, valid: torch.Tensor | None
-    ) -> torch.Tensor:
-        probs = router_probabilities(router, logits)
-        if valid is not None:
-            probs, experts = probs[valid], experts[valid]
-        share = torch.bincount(experts.flatten(), minlength=router.num_experts).float() / max(
-            1, experts.numel()
-        )
-        return router.num_experts * (share.detach() * probs.mean(dim=0)).sum()
-
     def _fold(self) -> None:
-        for layer in sorted(self._per_layer):
-            stats = self._per_layer[layer]
-            counts = stats.expert_tokens
-            if counts is not None:
-                per_layer = torch.zeros(self.num_layers, counts.numel(), dtype=torch.long)
-                per_layer[layer] = counts
-                stats = RoutingStats(stats.recorded_tokens, stats.differing_tokens, per_layer)
-            self._stats.add(stats)
-        self._per_layer = {}
+        for layer, (recorded, differing, counts) in self._pending.items():
+            if self._totals is None:
+                zeros = counts.new_zeros(())
+                self._totals = (zeros, zeros.clone(), counts.new_zeros(self.num_layers, self.num_experts))
+            total_recorded, total_differing, total_counts = self._totals
+            total_counts[layer] += counts
+            self._totals = (total_recorded + recorded, total_differing + differing, total_counts)
+        self._pending = {}
 
     def take_stats(self) -> RoutingStats:
-        """The figures of every forward since the last call."""
+        """The figures of every forward since the last call (one transfer to the host)."""
         self._fold()
-        stats, self._stats = self._stats, RoutingStats()
-        return stats
+        totals, self._totals = self._totals, None
+        if totals is None:
+            return RoutingStats()
+        recorded, differing, counts = totals
+        return RoutingStats(int(recorded), int(differing), counts.round().long().cpu())
 
     def take_balance_loss(self) -> torch.Tensor | None:
-        """The mean load-balancing term of the last forward's routers (with grad), or None."""
-        terms, self._balance_terms = self._balance_terms, {}
+        """The mean load-balancing term of the last forward's routers (with grad), or None; a recompute
+        in the backward adds none."""
+        terms, self._balance_terms, self._collecting = self._balance_terms, {}, False
         return torch.stack(list(terms.values())).mean() if terms else None
 
     def close(self) -> None:
@@ -252,12 +270,14 @@ def fuse_experts(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         prefix, expert, proj = match.groups()
         found.setdefault(prefix, {}).setdefault(proj, {})[int(expert)] = tensor
     for prefix, projections in found.items():
+        count = 1 + max(max(experts) for experts in projections.values())
+        for proj in ("gate_proj", "up_proj", "down_proj"):
+            missing = sorted(set(range(count)) - set(projections.get(proj, {})))
+            if missing:
+                raise ValueError(f"{prefix}: no {proj} matrix for experts {missing} (of 0..{count - 1})")
 
-        def stacked(proj: str, prefix: str = prefix, projections: dict = projections) -> torch.Tensor:
-            experts = projections.get(proj, {})
-            if sorted(experts) != list(range(len(experts))) or not experts:
-                raise ValueError(f"{prefix}: the {proj} matrices of experts {sorted(experts)} are not 0..E-1")
-            return torch.stack([experts[e] for e in range(len(experts))])
+        def stacked(proj: str, projections: dict = projections, count: int = count) -> torch.Tensor:
+            return torch.stack([projections[proj][e] for e in range(count)])
 
         fused[f"{prefix}.gate_up_proj"] = torch.cat([stacked("gate_proj"), stacked("up_proj")], dim=1)
         fused[f"{prefix}.down_proj"] = stacked("down_proj")
@@ -282,7 +302,7 @@ def decode_routed_experts(wire: dict[str, object]) -> torch.Tensor:
         raw = base64.b64decode(str(wire["data"]), validate=True)
     except (KeyError, TypeError, ValueError) as e:
         raise ValueError(f"routed_experts is not {{dtype, shape, data}} of a known dtype: {e!r}") from None
-    if len(shape) != 3 or len(raw) != shape[0] * shape[1] * shape[2] * dtype.itemsize:
+    if len(shape) != 3 or min(shape) < 0 or len(raw) != shape[0] * shape[1] * shape[2] * dtype.itemsize:
         raise ValueError(f"routed_experts: {len(raw)} bytes do not hold a {shape} array of {dtype}")
     if not raw:
         return torch.zeros(shape, dtype=torch.int16)

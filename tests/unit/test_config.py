@@ -168,6 +168,14 @@ def test_rl_refuses_router_replay_without_recorded_routing():
     assert load_config(RLConfig, both).trainer.router_replay
 
 
+def test_recording_routing_from_verifiers_episodes_is_refused():
+    from asyncrl.orchestrator.config import OrchestratorConfig
+
+    args = ["--env.source", "verifiers", "--env.name", "x", "--record-routing", "true"]
+    with pytest.raises(ConfigError, match="record_routing needs asyncrl's own environments"):
+        load_config(OrchestratorConfig, args)
+
+
 def test_a_key_of_an_absent_section_turns_it_on_and_a_list_reads_where_a_string_would_too(tmp_path):
     from asyncrl.launcher.config import RLConfig
 

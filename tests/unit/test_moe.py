@@ -10,6 +10,7 @@ from asyncrl.models import load_model
 from asyncrl.moe import (
     NOT_REPLAYED,
     RouterReplay,
+    check_routing,
     decode_routed_experts,
     encode_routed_experts,
     expert_load_cv,
@@ -147,3 +148,34 @@ def test_a_recomputing_backward_routes_as_its_forward_did():
     assert grads[0].keys() == grads[1].keys()
     for name, grad in grads[0].items():
         torch.testing.assert_close(grads[1][name], grad, msg=name)
+
+
+def test_the_balance_loss_comes_from_the_forward_alone_under_activation_checkpointing():
+    """The backward's recompute must not leave terms that a later micro-batch would take as its own."""
+    model = load_model("tiny-moe")
+    model.train()
+    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    replay = RouterReplay(model, apply=False, balance=True)
+    replay.replaying(None, torch.ones(8, dtype=torch.bool))
+    logits = model(torch.randint(0, 256, (1, 8))).logits
+    balance = replay.take_balance_loss()
+    (logits.sum() + balance).backward()  # recomputes every layer
+    assert replay.take_balance_loss() is None
+    replay.replaying(None, torch.zeros(4, dtype=torch.bool))  # a filler micro-batch: nothing counts
+    model(torch.randint(0, 256, (1, 4)))
+    assert float(replay.take_balance_loss().detach()) == 0.0
+
+
+def test_routing_of_another_model_or_out_of_range_is_refused():
+    shape = moe_shape(load_model("tiny-moe"))  # 3 MoE layers, 8 experts, top-2
+    good = torch.full((5, 3, 2), NOT_REPLAYED, dtype=torch.int16)
+    good[2:] = 3
+    check_routing(good, shape)
+    with pytest.raises(ValueError, match=r"\[MoE layers, k\] = \[4, 2\], this model \[3, 2\]"):
+        check_routing(torch.zeros(5, 4, 2, dtype=torch.int16), shape)
+    with pytest.raises(ValueError, match="outside 0..7"):
+        check_routing(good.clone().fill_(8), shape)
+    partial = good.clone()
+    partial[0, 1, 0] = 2
+    with pytest.raises(ValueError, match="some experts recorded and some not"):
+        check_routing(partial, shape)

@@ -27,10 +27,10 @@ from asyncrl.inference.api.protocol import (
     TokenizeResponse,
 )
 from asyncrl.inference.config import ADMIN_KEY_ENV, API_KEY_ENV
+from asyncrl.network import secret
 
 if TYPE_CHECKING:  # torch only where routing is recorded: commands that load no model skip its import
     import torch
-from asyncrl.network import secret
 
 log = logging.getLogger("asyncrl.envs")
 
@@ -245,7 +245,7 @@ def _turn(
 
 
 def _routed_experts(choice: ChatChoice | CompletionChoice) -> torch.Tensor | None:
-    if choice.routed_experts is None:
+    if choice.routed_experts is None or not choice.token_ids:
         return None
     from asyncrl.moe import decode_routed_experts
 

@@ -217,6 +217,11 @@ class OrchestratorConfig(BaseConfig):
                 "TOPLOC checks (verify.fraction, verify.rollouts_file) need asyncrl's own environments: "
                 "verifiers episodes do not carry the proofs"
             )
+        if self.env.source == "verifiers" and self.record_routing:
+            raise ValueError(
+                "orchestrator.record_routing needs asyncrl's own environments: verifiers episodes do not "
+                "carry the server's routed experts"
+            )
         return self
 
     @model_validator(mode="after")

@@ -10,7 +10,7 @@ import torch
 
 from asyncrl.errors import UserError
 from asyncrl.models import load_tokenizer
-from asyncrl.moe import RouterReplay, moe_shape
+from asyncrl.moe import RouterReplay, check_routing, moe_shape
 from asyncrl.progress import progress_bar
 from asyncrl.trainer.checkpoint import resume, save_checkpoint
 from asyncrl.trainer.config import TrainerConfig, TrainerProcessConfig
@@ -45,16 +45,36 @@ def prune(run_dir: Path, step: int, cfg: TrainerConfig) -> None:
     )
 
 
-class MissingRoutingError(UserError):
-    """Router replay was asked for, but the batches carry no recorded routing."""
+class BatchRoutingError(UserError):
+    """A batch's recorded routing is missing where router replay needs it, or not this model's."""
+
+
+def check_batch_routing(batch: Batch, step: int, model: torch.nn.Module, cfg: TrainerConfig) -> None:
+    if batch.routed_experts is None:
+        if cfg.router_replay:
+            raise BatchRoutingError(
+                f"trainer.router_replay is on but the step {step} batch has no routed experts: the "
+                "orchestrator records them with orchestrator.record_routing = true, from the torch engine "
+                "and asyncrl's own environments"
+            )
+        return
+    shape = moe_shape(model)
+    if shape is None:
+        return  # a dense model's trainer ignores routing it has no routers for
+    try:
+        check_routing(batch.routed_experts, shape)
+    except ValueError as e:
+        raise BatchRoutingError(f"the step {step} batch: {e}") from None
 
 
 def router_replay(model: torch.nn.Module, cfg: TrainerConfig) -> RouterReplay | None:
     """The routing hooks of an MoE model (replaying when trainer.router_replay; measuring always), None
     for a dense one; router replay on a dense model is a config error."""
     if moe_shape(model) is None:
-        if cfg.router_replay:
-            raise UserError("trainer.router_replay needs an MoE model; this one is dense")
+        if cfg.router_replay or cfg.moe_balance_loss_coef:
+            raise UserError(
+                "trainer.router_replay and trainer.moe_balance_loss_coef need an MoE model; this one is dense"
+            )
         return None
     return RouterReplay(model, apply=cfg.router_replay, balance=cfg.moe_balance_loss_coef > 0)
 
@@ -79,11 +99,7 @@ def train(config: TrainerProcessConfig) -> None:
         step += 1
         batch, wait_s, read_s = read_batch(run_dir, step, cfg.batch_timeout_s, status)
         start = time.perf_counter()
-        if cfg.router_replay and batch.routed_experts is None:
-            raise MissingRoutingError(
-                f"trainer.router_replay is on but the step {step} batch has no routed experts: set "
-                "orchestrator.record_routing = true (and serve with the torch engine)"
-            )
+        check_batch_routing(batch, step, model, cfg)
         figures = train_on_batch(
             model, optimizers, batch, loss_fn, cfg, step, config.max_steps, ranks, routing
         )

@@ -43,7 +43,8 @@ class MicroBatch:
     """Index of each position's sample within this micro-batch."""
     routed_experts: torch.Tensor | None = None
     """[R*L, MoE layers, k] the experts inference routed each position to when it produced the next token
-    (-1 where it produced none the trainer trains on), for batches with recorded routing."""
+    (-1 where the next token has no recorded routing: prompts, environment tokens, a sample's end), for
+    batches with recorded routing."""
 
     @property
     def padding(self) -> torch.Tensor:

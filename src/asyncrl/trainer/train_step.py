@@ -35,9 +35,11 @@ def accumulate_gradients(
     for mb in micro_batches:
         mb = mb.to(ranks.device)
         if routing is not None:
-            # A rank's filler micro-batch (packing.EMPTY, no loss token) is no data: count no expert for it,
-            # so the load figures of N ranks are those of one.
-            routing.replaying(mb.routed_experts, ~mb.padding if mb.loss_tokens else mb.padding & False)
+            # A micro-batch with no loss token (a rank's filler, packing.EMPTY) adds nothing to the load
+            # figures or the balance loss, so those of N ranks are those of one.
+            routing.replaying(
+                mb.routed_experts, ~mb.padding if mb.loss_tokens else torch.zeros_like(mb.padding)
+            )
         logprobs, entropy = forward_logprobs(model, mb)
         inputs = LossInputs(
             logprobs=logprobs,
@@ -65,8 +67,9 @@ def accumulate_gradients(
             ]
         ).double()
     sums = all_reduce_sum(sums, ranks) / max(1, total_loss_tokens)
-    figures = dict(zip(FIGURES, sums.tolist(), strict=False))
+    figures = dict(zip(FIGURES, sums[: len(FIGURES)].tolist(), strict=True))
     if routing is not None:
+        routing.finish()
         figures.update(routing_figures(routing, ranks))
         if routing.balance:
             figures["moe/balance_loss"] = float(sums[-1])

@@ -176,4 +176,10 @@ def load_batch(path: Path) -> Batch:
             f"{file} is {metadata.get('format')!r} v{metadata.get('version')}, this trainer reads "
             f"{BATCH_FORMAT} v{BATCH_VERSION}; use the orchestrator of the same asyncrl version"
         )
+    unknown = sorted(set(tensors) - set(Batch.__dataclass_fields__))
+    if unknown:
+        raise BatchFormatError(
+            f"{file} holds tensors this trainer does not know ({', '.join(unknown)}); use the trainer of "
+            "the orchestrator's asyncrl version"
+        )
     return Batch(**tensors)

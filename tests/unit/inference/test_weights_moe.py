@@ -32,5 +32,17 @@ def test_an_expert_missing_from_a_checkpoint_is_a_weight_update_error(tmp_path):
     tensors = load_file(str(tmp_path / "model.safetensors"))
     del tensors["model.layers.2.mlp.experts.3.up_proj.weight"]
     save_file(tensors, str(tmp_path / "model.safetensors"))
-    with pytest.raises(WeightUpdateError, match=r"model\.layers\.2\.mlp\.experts: the up_proj matrices"):
+    with pytest.raises(
+        WeightUpdateError, match=r"model\.layers\.2\.mlp\.experts: no up_proj matrix for experts \[3\]"
+    ):
+        read_weights(str(tmp_path), model)
+
+
+def test_projections_of_different_expert_counts_are_a_weight_update_error(tmp_path):
+    model = load_model("tiny-qwen3-moe")
+    model.save_pretrained(tmp_path)
+    tensors = load_file(str(tmp_path / "model.safetensors"))
+    del tensors["model.layers.0.mlp.experts.7.up_proj.weight"]  # the last expert: 0..6 still looks whole
+    save_file(tensors, str(tmp_path / "model.safetensors"))
+    with pytest.raises(WeightUpdateError, match=r"no up_proj matrix for experts \[7\] \(of 0..7\)"):
         read_weights(str(tmp_path), model)

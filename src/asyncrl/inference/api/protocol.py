@@ -241,7 +241,8 @@ class _Choice(_Response):
     toploc_proofs: list[str] | None = None
     """asyncrl with `toploc`: one TOPLOC proof per chunk."""
     routed_experts: dict[str, Any] | None = None
-    """asyncrl with `return_routed_experts`: {dtype, shape: [tokens, MoE layers, k], data: base64}."""
+    """asyncrl with `return_routed_experts`: {dtype, shape: [tokens, MoE layers, k], data: base64}, the
+    whole choice's (a stream sends it once, on the choice's last chunk)."""
 
 
 class ChatChoice(_Choice):

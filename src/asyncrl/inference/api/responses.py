@@ -126,7 +126,8 @@ class ChoiceState:
 
     def wire_routed_experts(self) -> dict[str, Any]:
         """The choice's routed experts as `routed_experts` carries them (the whole choice's, at its end)."""
-        return encode_routed_experts(torch.tensor(self.routed_experts, dtype=torch.int16))
+        experts = torch.tensor(self.routed_experts, dtype=torch.int16)
+        return encode_routed_experts(experts if experts.ndim == 3 else experts.view(0, 0, 0))
 
     def policy_version(self, current: int) -> int:
         """The oldest policy that produced a token of this choice."""

@@ -92,6 +92,8 @@ class ModelRunner:
         (the largest position + 1) comes from the caller, who knows it without asking the device.
         """
         rows, steps = token_ids.shape
+        if self._routing is not None:
+            self._routing.take()  # what a forward that raised midway left behind
         self.cache.ensure_capacity(attn_len)
         row_index = torch.arange(rows, device=self.device).unsqueeze(1).expand(rows, steps)
         key_positions = torch.arange(attn_len, device=self.device)
