@@ -52,7 +52,9 @@ RECIPES: dict[str, Callable[[], Path]] = {
     # texts worse (greedy LCS ratio 0.43 against tiny's 0.55); 200 steps bring it near (0.51; 300: 0.59,
     # which leaves RL too little to gain).
     "tiny-moe-reverse-text": _warmed("tiny-moe-reverse-text-v4", tiny_moe_model_dir, steps=200),
-    "tiny-qwen3-moe-reverse-text": _warmed("tiny-qwen3-moe-reverse-text-v3", tiny_qwen3_moe_model_dir, 300),
+    "tiny-qwen3-moe-reverse-text": _warmed(
+        "tiny-qwen3-moe-reverse-text-v4", tiny_qwen3_moe_model_dir, steps=200
+    ),
 }
 """Each built-in name and the function that returns its dir, building it when the cache lacks it; the
 MoE warm-ups start the MoE default job (configs/reverse_text_moe.toml)."""

@@ -80,15 +80,7 @@ class ShardedMuon(torch.optim.Optimizer):
         eps: float = 1e-7,
         ns_dtype: torch.dtype = torch.bfloat16,
     ) -> None:
-        # `split`: a parameter group's matrices are each `split` matrices stacked along their rows (a fused
-        # gate_up_proj), orthogonalised and sized one by one.
-        defaults = {
-            "lr": lr,
-            "weight_decay": weight_decay,
-            "momentum": momentum,
-            "nesterov": nesterov,
-            "split": 1,
-        }
+        defaults = {"lr": lr, "weight_decay": weight_decay, "momentum": momentum, "nesterov": nesterov}
         super().__init__(params, defaults)
         for group in self.param_groups:
             for param in group["params"]:
@@ -119,25 +111,16 @@ class ShardedMuon(torch.optim.Optimizer):
                 update = grad.lerp(buffer, momentum) if group["nesterov"] else buffer
                 param.mul_(1 - lr * group["weight_decay"])
                 # A stack's step is sized by one expert's matrix, the map each slice really is.
-                split = group["split"]
-                rows, columns = param.shape[-2] // split, param.shape[-1]
-                param.add_(self._orthogonalise(update, split), alpha=-muon_lr(lr, (rows, columns)))
+                param.add_(self._orthogonalise(update), alpha=-muon_lr(lr, param.shape[-2:]))
         return loss
 
-    def _orthogonalise(self, update: torch.Tensor, split: int) -> torch.Tensor:
-        full = update.full_tensor() if isinstance(update, DTensor) else update
-        *stack, rows, columns = full.shape
-        result = newton_schulz(full.reshape(*stack, split, rows // split, columns), *self.ns).reshape(
-            full.shape
-        )
+    def _orthogonalise(self, update: torch.Tensor) -> torch.Tensor:
         if not isinstance(update, DTensor):
-            return result
+            return newton_schulz(update, *self.ns)
+        full = newton_schulz(update.full_tensor(), *self.ns)
         # Every rank holds the same full result, so each can cut its own shard without communication.
-        return distribute_tensor(result, update.device_mesh, update.placements, src_data_rank=None)
+        return distribute_tensor(full, update.device_mesh, update.placements, src_data_rank=None)
 
-
-FUSED_GATE_UP = "experts.gate_up_proj"
-"""transformers' MoE experts stack each expert's gate and up matrices in one [E, 2I, H] parameter."""
 
 ROUTER_MODULES = ("gate", "router")
 """Names of a mixture of experts' router module (`mlp.gate` in transformers' GLM-MoE and Qwen3-MoE)."""
@@ -158,8 +141,9 @@ def build_optimizers(model: torch.nn.Module, config: OptimConfig) -> list[torch.
     its A and B is orthogonalised on its own). Muon's update is scaled to AdamW's RMS, so one learning
     rate serves both.
 
-    Hidden matrices include the 3-D expert stacks, which Muon treats expert by expert, and each
-    expert's fused `gate_up_proj` as its gate and up matrices, as a dense MLP's. A router stays on
+    Hidden matrices include the 3-D expert stacks, which Muon treats expert by expert, each expert's
+    fused `gate_up_proj` as the one [2I, H] matrix transformers stores (a dense MLP's gate and up are
+    two; the MoE warm-up and job were tuned with this). A router stays on
     AdamW, as is usual for MoE: orthogonalising its update would give a rarely chosen expert's logit as
     big a step as a busy one's and unsettle which experts are picked."""
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
@@ -171,12 +155,10 @@ def build_optimizers(model: torch.nn.Module, config: OptimConfig) -> list[torch.
     }
     if config.type == "adamw":
         return [torch.optim.AdamW([p for _, p in named], **adamw_kwargs)]
-    fused = [p for n, p in named if _is_hidden_matrix(n, p) and n.endswith(FUSED_GATE_UP)]
-    matrices = [p for n, p in named if _is_hidden_matrix(n, p) and not n.endswith(FUSED_GATE_UP)]
+    matrices = [p for n, p in named if _is_hidden_matrix(n, p)]
     others = [p for n, p in named if not _is_hidden_matrix(n, p)]
-    groups = [{"params": matrices}, *([{"params": fused, "split": 2}] if fused else [])]
     muon = ShardedMuon(
-        groups,
+        matrices,
         ns_dtype=getattr(torch, config.muon_ns_dtype),
         lr=config.lr,
         weight_decay=config.weight_decay,

@@ -130,30 +130,3 @@ def test_muon_takes_expert_stacks_and_adamw_the_moe_router():
 def test_lr_schedules(scheduler, step, expected):
     config = OptimConfig(scheduler=scheduler, warmup_steps=4, min_lr_ratio=0.1)
     assert lr_factor(step, config, total_steps=14) == pytest.approx(expected)
-
-
-def test_muon_steps_a_fused_gate_up_stack_as_separate_gate_and_up_matrices():
-    """transformers fuses each expert's gate and up projections into one [2I, H] slice; a dense MLP's are
-    two matrices, each orthogonalised and sized on its own, and so are an expert's."""
-    torch.manual_seed(0)
-    fused = torch.nn.Parameter(torch.randn(4, 16, 8))
-    gate, up = (torch.nn.Parameter(fused.detach()[:, half].clone()) for half in (slice(0, 8), slice(8, 16)))
-    muon_fused = ShardedMuon([{"params": [fused], "split": 2}], lr=0.02, ns_dtype=torch.float32)
-    muon_apart = ShardedMuon([gate, up], lr=0.02, ns_dtype=torch.float32)
-    for _ in range(2):
-        grad = torch.randn(4, 16, 8)
-        fused.grad, gate.grad, up.grad = grad, grad[:, :8].clone(), grad[:, 8:].clone()
-        muon_fused.step()
-        muon_apart.step()
-    torch.testing.assert_close(fused.detach(), torch.cat([gate.detach(), up.detach()], dim=1))
-
-
-def test_build_optimizers_gives_the_fused_expert_stacks_the_split_group():
-    model = load_model("tiny-moe")
-    muon = build_optimizers(model, OptimConfig(type="muon"))[0]
-    split = {id(p): group["split"] for group in muon.param_groups for p in group["params"]}
-    for name, param in model.named_parameters():
-        if name.endswith("experts.gate_up_proj"):
-            assert split[id(param)] == 2, name
-        elif name.endswith("experts.down_proj") or name.endswith("q_proj.weight"):
-            assert split[id(param)] == 1, name
