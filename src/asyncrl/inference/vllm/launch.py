@@ -57,7 +57,9 @@ def vllm_python(config: VLLMConfig) -> str:
         return config.python
     if os.environ.get("ASYNCRL_VLLM_PYTHON"):
         return os.environ["ASYNCRL_VLLM_PYTHON"]
-    if importlib.util.find_spec("vllm") is not None:
+    spec = importlib.util.find_spec("vllm")
+    # A bare folder named vllm on sys.path (a checkout's tests/.../vllm/) is a namespace package, not vLLM.
+    if spec is not None and spec.origin is not None:
         return sys.executable
     checkout_python = CHECKOUT_VENV / "bin" / "python"
     if checkout_python.exists():

@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import types
 from pathlib import Path
 
 import pytest
@@ -109,9 +110,15 @@ def test_the_interpreter_with_vllm_is_found_in_the_documented_order(monkeypatch,
     monkeypatch.setenv("ASYNCRL_VLLM_PYTHON", "/env/python")
     assert vllm_python(default) == "/env/python"
     monkeypatch.delenv("ASYNCRL_VLLM_PYTHON")
-    monkeypatch.setattr(vllm_launch.importlib.util, "find_spec", lambda name: object())
+    installed = types.SimpleNamespace(origin="/site-packages/vllm/__init__.py")
+    monkeypatch.setattr(vllm_launch.importlib.util, "find_spec", lambda name: installed)
     assert vllm_python(default) == sys.executable
-    monkeypatch.setattr(vllm_launch.importlib.util, "find_spec", lambda name: None)
+    monkeypatch.undo()
+    monkeypatch.delenv("ASYNCRL_VLLM_PYTHON", raising=False)
+    # A folder named vllm on sys.path (this checkout's tests/unit/inference/vllm/, once pytest puts its
+    # parent there) imports as an empty namespace package: it is not vLLM.
+    (tmp_path / "vllm").mkdir()
+    monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.setattr(vllm_launch, "CHECKOUT_VENV", tmp_path / "missing")
     with pytest.raises(VLLMProcessError, match="make vllm"):
         vllm_python(default)
