@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-from transformers import Glm4MoeConfig, Glm4MoeForCausalLM
 
 from asyncrl.models import load_model
 from asyncrl.trainer.config import OptimConfig
@@ -72,24 +71,7 @@ def test_muon_refuses_parameters_that_are_neither_matrices_nor_expert_stacks(sha
 
 
 def test_muon_takes_expert_stacks_and_adamw_the_moe_router():
-    config = Glm4MoeConfig(
-        vocab_size=272,
-        hidden_size=64,
-        intermediate_size=128,
-        moe_intermediate_size=32,
-        num_hidden_layers=2,
-        first_k_dense_replace=1,
-        n_routed_experts=4,
-        num_experts_per_tok=2,
-        n_shared_experts=1,
-        n_group=1,
-        topk_group=1,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        head_dim=32,
-        attention_bias=True,  # GLM's q/k/v biases, which must land on AdamW
-    )
-    model = Glm4MoeForCausalLM(config)
+    model = load_model("tiny-moe")  # GLM-4.5-shaped, with the q/k/v biases that must land on AdamW
     muon, adamw = build_optimizers(model, OptimConfig(type="muon"))
     names = {id(p): n for n, p in model.named_parameters()}
     muon_names = {names[id(p)] for g in muon.param_groups for p in g["params"]}
