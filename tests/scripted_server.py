@@ -53,19 +53,29 @@ def _app(script: Script, tokenizer_path: str) -> FastAPI:
     @app.post("/v1/chat/completions")
     async def chat(body: dict[str, Any]) -> dict[str, Any]:
         script.requests.append(("chat", body))
+        return answer(render(body["messages"], body.get("tools"), True))
+
+    @app.post("/v1/chat/completions/tokens")
+    async def chat_tokens(body: dict[str, Any]) -> dict[str, Any]:
+        """A chat whose prompt is the given `tokens` (the route of verifiers' 2025 token client)."""
+        script.requests.append(("chat_tokens", body))
+        return answer(body["tokens"])
+
+    def answer(prompt_ids: list[int]) -> dict[str, Any]:
         text = script.outputs.pop(0)
         ids, logprobs = generated(text)
         message = assistant_message(text.strip() if script.strip_content else text, "hermes", None)
         choice = {
             "index": 0,
             "message": message,
-            "logprobs": {"content": [{"token": "", "logprob": lp} for lp in logprobs]},
+            "logprobs": {"content": [{"token": "", "logprob": lp, "top_logprobs": []} for lp in logprobs]},
             "finish_reason": "tool_calls" if "tool_calls" in message else "stop",
-            "prompt_token_ids": render(body["messages"], body.get("tools"), True),
+            "prompt_token_ids": prompt_ids,
             "token_ids": ids,
             "policy_version": 3,
         }
-        return {"choices": [choice]}
+        return {"id": "scripted", "object": "chat.completion", "created": 0, "model": "scripted",
+                "prompt_token_ids": prompt_ids, "choices": [choice]}  # fmt: skip
 
     @app.post("/v1/completions")
     async def completions(body: dict[str, Any]) -> dict[str, Any]:

@@ -168,12 +168,15 @@ def test_rl_refuses_router_replay_without_recorded_routing():
     assert load_config(RLConfig, both).trainer.router_replay
 
 
-def test_recording_routing_from_verifiers_episodes_is_refused():
+@pytest.mark.parametrize("source", ["verifiers", "verifiers-legacy"])
+def test_recording_routing_or_toploc_checks_from_verifiers_episodes_are_refused(source):
     from asyncrl.orchestrator.config import OrchestratorConfig
 
-    args = ["--env.source", "verifiers", "--env.name", "x", "--record-routing", "true"]
+    args = ["--env.source", source, "--env.name", "x"]
     with pytest.raises(ConfigError, match="record_routing needs asyncrl's own environments"):
-        load_config(OrchestratorConfig, args)
+        load_config(OrchestratorConfig, [*args, "--record-routing", "true"])
+    with pytest.raises(ConfigError, match="TOPLOC checks .* need asyncrl's own environments"):
+        load_config(OrchestratorConfig, [*args, "--verify.fraction", "0.5"])
 
 
 def test_a_key_of_an_absent_section_turns_it_on_and_a_list_reads_where_a_string_would_too(tmp_path):

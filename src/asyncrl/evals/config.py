@@ -17,18 +17,19 @@ class EvalConfig(BaseConfig):
     """`asyncrl eval ENV`: run an environment against a model and report its rewards."""
 
     env: str = "reverse-text"
-    """Environment name (`asyncrl env list`), or a verifiers taskset id with --source verifiers; also the
-    first positional argument."""
+    """Environment name (`asyncrl env list`), or a verifiers taskset or environment id with --source; also
+    the first positional argument."""
 
     env_args: dict[str, Any] = {}
     """Keyword arguments of the environment's load_environment (or the taskset's config fields), as JSON:
     --env-args '{"seed": 1}'."""
 
     source: EnvSource = "builtin"
-    """Where the environment comes from: "builtin" (asyncrl's own and plugins) or "verifiers"."""
+    """Where the environment comes from: "builtin" (asyncrl's own and plugins), "verifiers" (a v1 taskset)
+    or "verifiers-legacy" (an environment of verifiers' 2025 API; its eval dataset)."""
 
     verifiers: VerifiersConfig = VerifiersConfig()
-    """How verifiers episodes run (--source verifiers)."""
+    """How verifiers episodes run (--source verifiers or verifiers-legacy)."""
 
     base_url: str | None = None
     """An OpenAI-compatible server (e.g. http://host:8000/v1) whose model `model.path` names; without

@@ -108,7 +108,13 @@ def run_eval(config: EvalConfig) -> Path:
     """Evaluate and write results.jsonl and summary.json; returns the output dir."""
     out = config.output_dir or Path("runs") / "eval" / f"{config.env}-{time.strftime('%Y%m%d-%H%M%S')}"
     env = open_environment(
-        config.source, config.env, config.env_args, config.verifiers, str(config.model.path), out / "logs"
+        config.source,
+        config.env,
+        config.env_args,
+        config.verifiers,
+        str(config.model.path),
+        out / "logs",
+        "eval",
     )
     earlier = [name for name in ("results.jsonl", "summary.json") if (out / name).exists()]
     if earlier:

@@ -17,17 +17,18 @@ from asyncrl.toploc.config import ToplocConfig
 
 class EnvSpec(BaseConfig):
     source: EnvSource = "builtin"
-    """Where the environment comes from: "builtin" (asyncrl's own and plugins, `asyncrl env list`) or
-    "verifiers" (a verifiers v1 taskset, `name` its id)."""
+    """Where the environment comes from: "builtin" (asyncrl's own and plugins, `asyncrl env list`),
+    "verifiers" (a verifiers v1 taskset, `name` its id) or "verifiers-legacy" (an environment of verifiers'
+    2025 API, `vf.load_environment(name, **args)`, run under verifiers.legacy_python)."""
 
     name: str = "reverse-text"
-    """Environment name (`asyncrl env list`), or the verifiers taskset id."""
+    """Environment name (`asyncrl env list`), or the verifiers taskset or environment id."""
 
     args: dict[str, Any] = {}
     """Keyword arguments of its load_environment, or the taskset's config fields."""
 
     verifiers: VerifiersConfig = VerifiersConfig()
-    """How verifiers episodes run (source = "verifiers")."""
+    """How verifiers episodes run (source = "verifiers" or "verifiers-legacy")."""
 
 
 class EvalSpec(BaseConfig):
@@ -211,13 +212,13 @@ class OrchestratorConfig(BaseConfig):
             raise ValueError(
                 f"batch_size {self.batch_size} must be a multiple of group_size {self.group_size}"
             )
-        if self.env.source == "verifiers" and self.verify.proofs:
+        if self.env.source != "builtin" and self.verify.proofs:
             # verifiers' renderers client hands back tokens and logprobs only, not the server's proofs.
             raise ValueError(
                 "TOPLOC checks (verify.fraction, verify.rollouts_file) need asyncrl's own environments: "
                 "verifiers episodes do not carry the proofs"
             )
-        if self.env.source == "verifiers" and self.record_routing:
+        if self.env.source != "builtin" and self.record_routing:
             raise ValueError(
                 "orchestrator.record_routing needs asyncrl's own environments: verifiers episodes do not "
                 "carry the server's routed experts"

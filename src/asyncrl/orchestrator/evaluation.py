@@ -56,7 +56,12 @@ class EvalResult:
 def open_evals(specs: list[EvalSpec], model_path: str, log_dir: Path) -> list[Eval]:
     """Each eval's environment, opened now so that a bad one stops the run before its first step."""
     return [
-        Eval(s, open_environment(s.env.source, s.env.name, s.env.args, s.env.verifiers, model_path, log_dir))
+        Eval(
+            s,
+            open_environment(
+                s.env.source, s.env.name, s.env.args, s.env.verifiers, model_path, log_dir, "eval"
+            ),
+        )
         for s in specs
     ]
 

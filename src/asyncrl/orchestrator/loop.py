@@ -126,7 +126,7 @@ async def orchestrate(config: OrchestratorProcessConfig) -> None:
     cfg, run_dir = config.orchestrator, config.output_dir
     spec = cfg.env
     env = open_environment(
-        spec.source, spec.name, spec.args, spec.verifiers, str(config.model.path), logs_dir(run_dir)
+        spec.source, spec.name, spec.args, spec.verifiers, str(config.model.path), logs_dir(run_dir), "train"
     )
     evals = open_evals(cfg.eval, str(config.model.path), logs_dir(run_dir))
     last = latest_step(rollouts_root(run_dir), lambda d: (d / PROGRESS_FILE).exists())

@@ -1,9 +1,9 @@
-"""Config of the verifiers source (`[orchestrator.env] source = "verifiers"`, `asyncrl eval --source
-verifiers`)."""
+"""Config of the verifiers sources (`[orchestrator.env] source = "verifiers"` or "verifiers-legacy",
+`asyncrl eval --source verifiers`)."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field
 
@@ -44,4 +44,17 @@ class VerifiersConfig(BaseConfig):
     batch and counted."""
 
     startup_timeout_s: float = Field(120.0, gt=0)
-    """How long a worker may take to start serving."""
+    """How long a worker may take to start serving (and a 2025 environment to load its datasets)."""
+
+    legacy_python: str | None = None
+    """source = "verifiers-legacy": the interpreter that has verifiers 0.3 and the environment's package
+    (default: $ASYNCRL_VERIFIERS_LEGACY_PYTHON, else the checkout's .venv-verifiers-legacy, which `make
+    verifiers-legacy` installs)."""
+
+    legacy_client: Literal["openai_chat_completions_token", "openai_chat_completions"] = (
+        "openai_chat_completions_token"
+    )
+    """source = "verifiers-legacy": the verifiers client of the model calls. The token client sends a
+    multi-turn rollout's later prompts as the earlier turns' tokens plus the new messages', so the rollout
+    is one training sequence; the plain one re-renders every prompt (a new sequence wherever the
+    re-rendered tokens differ)."""

@@ -1,4 +1,5 @@
-"""A pool of env-server worker processes (worker.py) and the episodes sent to them.
+"""A pool of env-server worker processes (worker.py for v1 tasksets, legacy_worker.py for the 2025 API) and
+the episodes sent to them.
 
 Each episode goes to the least busy live worker. A worker that exits is started again; the episodes it
 was running fail at once with EpisodeError instead of hanging, as does an episode past its timeout (it is
@@ -11,9 +12,9 @@ import asyncio
 import contextlib
 import json
 import logging
-import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -39,7 +40,7 @@ class _Worker:
     log_path: Path
     process: asyncio.subprocess.Process | None = None
     client: Any = None
-    """The `verifiers.v1.serve.EnvClient` of this worker's address."""
+    """The client of this worker's address: `connect(address)`."""
     died: asyncio.Future[int] | None = None
     """Resolves to the exit code when the process started last exits."""
     running: int = 0
@@ -53,15 +54,25 @@ def _log_tail(path: Path, lines: int = 20) -> str:
 
 
 class EnvServers:
-    """`workers` env-server processes serving the env `env_data` (verifiers' `env_config_data`)."""
+    """`workers` processes `command CONFIG.json ADDRESS_FILE` serving the env `config` describes: each
+    writes the address it serves at to ADDRESS_FILE, and exits when its stdin closes. `connect(address)`
+    makes a worker's client, whose `run(**request)` runs one episode and `close()` lets go."""
 
     def __init__(
-        self, env_data: dict[str, Any], workers: int, log_dir: Path, startup_timeout_s: float
+        self,
+        command: list[str],
+        config: dict[str, Any],
+        connect: Callable[[str], Any],
+        workers: int,
+        log_dir: Path,
+        startup_timeout_s: float,
     ) -> None:
         self.startup_timeout_s = startup_timeout_s
+        self._command = command
+        self._connect = connect
         self._dir = Path(tempfile.mkdtemp(prefix="asyncrl-env-"))
         self._config = self._dir / "env.json"
-        self._config.write_text(json.dumps({"env": env_data}))
+        self._config.write_text(json.dumps(config))
         log_dir.mkdir(parents=True, exist_ok=True)
         self._workers = [_Worker(i, log_dir / f"env_worker_{i}.log") for i in range(workers)]
         self._watchers: list[asyncio.Task[None]] = []
@@ -72,13 +83,11 @@ class EnvServers:
         self._watchers = [asyncio.create_task(self._watch(w)) for w in self._workers]
 
     async def _start(self, worker: _Worker) -> None:
-        from verifiers.v1.serve import EnvClient
-
         address_file = self._dir / f"address_{worker.index}"
         address_file.unlink(missing_ok=True)
         with open(worker.log_path, "ab") as out:
             worker.process = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "asyncrl.envs.verifiers.worker", str(self._config), str(address_file),
+                *self._command, str(self._config), str(address_file),
                 stdin=asyncio.subprocess.PIPE, stdout=out, stderr=out,
             )  # fmt: skip
         deadline = time.monotonic() + self.startup_timeout_s
@@ -90,7 +99,7 @@ class EnvServers:
                     + _log_tail(worker.log_path)
                 )
             await asyncio.sleep(0.05)
-        worker.client = EnvClient(address_file.read_text())
+        worker.client = self._connect(address_file.read_text())
         worker.died = asyncio.get_running_loop().create_future()
         log.info("env-server worker %d serves at %s", worker.index, address_file.read_text())
 
@@ -131,7 +140,7 @@ class EnvServers:
             await asyncio.sleep(0.1)
 
     async def run(self, timeout_s: float, **request: Any) -> Any:
-        """One episode (`EnvClient.run` keyword arguments) on the least busy live worker: its
+        """One episode (the client's `run` keyword arguments) on the least busy live worker: its
         `WireEpisode`. Raises EpisodeError when the worker dies under it or it takes over `timeout_s`."""
         worker = min(await self._live(), key=lambda w: w.running)
         worker.running += 1
@@ -150,7 +159,7 @@ class EnvServers:
         finally:
             worker.running -= 1
             if not episode.done():
-                episode.cancel()  # EnvClient then asks the worker to cancel the rollout
+                episode.cancel()  # the client then asks the worker to cancel the episode
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await episode
 

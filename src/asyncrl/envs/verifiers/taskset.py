@@ -11,6 +11,7 @@ reward is the rollout's.
 from __future__ import annotations
 
 import logging
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +40,7 @@ class TasksetEnvironment(Environment):
     ) -> None:
         try:
             import verifiers.v1 as vf
-            from verifiers.v1.serve import env_config_data
+            from verifiers.v1.serve import EnvClient, env_config_data
         except ModuleNotFoundError:
             raise TasksetLoadError(
                 "source = \"verifiers\" needs verifiers: pip install 'asyncrl[verifiers]'"
@@ -63,7 +64,12 @@ class TasksetEnvironment(Environment):
         self.config = config
         self.tokenizer = tokenizer
         self.servers = EnvServers(
-            env_config_data(self.env_config), config.workers, log_dir, config.startup_timeout_s
+            [sys.executable, "-m", "asyncrl.envs.verifiers.worker"],
+            {"env": env_config_data(self.env_config)},
+            EnvClient,
+            config.workers,
+            log_dir,
+            config.startup_timeout_s,
         )
         self._clients: dict[str, Any] = {}
 

@@ -1,14 +1,19 @@
 """verifiers v1 packages the tests write and import: a taskset whose tasks misbehave on demand, one with a
-tool, and a harness that never calls the model. Env-server workers find them through PYTHONPATH."""
+tool, and a harness that never calls the model. Env-server workers find them through PYTHONPATH. And the
+tiny model's dir with a tokenizer for tool calls."""
 
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from tokenizers import AddedToken
+
+from asyncrl.models import load_tokenizer, tiny_model_dir
 
 MODES = r"""
 import asyncio
@@ -158,3 +163,15 @@ def vf_packages(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         del os.environ["PYTHONPATH"]
     else:
         os.environ["PYTHONPATH"] = before
+
+
+@pytest.fixture(scope="session")
+def tool_tokenizer(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny model's dir, its tokenizer with `<tool_call>` and `</tool_call>` as single tokens (which
+    renderers' qwen3 tool parser needs)."""
+    tokenizer = load_tokenizer("tiny")
+    tokenizer.add_tokens([AddedToken(t, normalized=False) for t in ("<tool_call>", "</tool_call>")])
+    path = tmp_path_factory.mktemp("tool_tokenizer") / "model"
+    shutil.copytree(tiny_model_dir(), path)
+    tokenizer.save_pretrained(path)
+    return path

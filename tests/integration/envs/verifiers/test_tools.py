@@ -6,28 +6,14 @@ renderers' qwen3 tool parser requires."""
 from __future__ import annotations
 
 import asyncio
-import shutil
-
-import pytest
-from tokenizers import AddedToken
 
 from asyncrl.envs.client import ModelClient
 from asyncrl.envs.verifiers.config import VerifiersConfig
 from asyncrl.envs.verifiers.taskset import TasksetEnvironment
-from asyncrl.models import load_tokenizer, tiny_model_dir
+from asyncrl.models import load_tokenizer
 from tests.scripted_server import Script, scripted_server
 
 CALL = '<tool_call>\n{"name": "calc_add", "arguments": {"a": 2, "b": 3}}\n</tool_call>'
-
-
-@pytest.fixture(scope="module")
-def tool_tokenizer(tmp_path_factory):
-    tokenizer = load_tokenizer("tiny")
-    tokenizer.add_tokens([AddedToken(t, normalized=False) for t in ("<tool_call>", "</tool_call>")])
-    path = tmp_path_factory.mktemp("tool_tokenizer") / "model"
-    shutil.copytree(tiny_model_dir(), path)
-    tokenizer.save_pretrained(path)
-    return path
 
 
 def test_a_tool_call_runs_and_only_the_models_turns_train(tool_tokenizer, tmp_path, vf_packages):

@@ -1,0 +1,219 @@
+"""Environments of verifiers' 2025 API (verifiers 0.3, `vf.load_environment`) as asyncrl environments: the
+real library, under the interpreter `make verifiers-legacy` installs, in env-server workers. A SingleTurnEnv
+and a ToolEnv, written as packages here, are evaluated and trained; the ToolEnv's multi-turn rollout is
+scripted (a tiny random model never calls a tool) and must be token-exact across turns."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from asyncrl.envs.client import ModelClient
+from asyncrl.envs.verifiers.config import VerifiersConfig
+from asyncrl.envs.verifiers.legacy import LegacyEnvironment, LegacyEnvLoadError, legacy_python
+from asyncrl.inference.server_process import free_port
+from asyncrl.models import load_tokenizer
+from asyncrl.transport.batches import load_batch
+from asyncrl.transport.layout import rollouts_root
+from asyncrl.transport.metrics import read_metrics
+from tests.scripted_server import Script, scripted_server
+
+try:
+    PYTHON = legacy_python(VerifiersConfig())
+except LegacyEnvLoadError:
+    pytest.skip("verifiers 0.3 is not installed: `make verifiers-legacy`", allow_module_level=True)
+
+REVERSE = """
+import difflib
+import os
+
+import verifiers as vf
+from datasets import Dataset
+
+WORDS = ["apple", "river", "stone", "cloud", "tiger", "lemon", "piano", "sugar"]
+
+
+class Reverse(vf.SingleTurnEnv):
+    def __init__(self, fail_on: str, crash_on: str, **kwargs):
+        super().__init__(**kwargs)
+        self.fail_on, self.crash_on = fail_on, crash_on
+
+    async def setup_state(self, state):
+        if state["answer"] == self.fail_on[::-1]:
+            raise vf.Error("this environment fails here")
+        if state["answer"] == self.crash_on[::-1]:
+            os._exit(3)
+        return await super().setup_state(state)
+
+
+def load_environment(fail_on: str = "", crash_on: str = "") -> vf.Environment:
+    dataset = Dataset.from_list([{"question": f"Reverse the text: {w}", "answer": w[::-1]} for w in WORDS])
+
+    def similarity(completion, answer, **kwargs) -> float:
+        return difflib.SequenceMatcher(None, completion[-1]["content"], answer).ratio()
+
+    return Reverse(fail_on, crash_on, dataset=dataset, rubric=vf.Rubric(funcs=[similarity]))
+"""
+
+ADD = """
+import verifiers as vf
+from datasets import Dataset
+
+
+def add(a: int, b: int) -> int:
+    \"\"\"Add two integers.\"\"\"
+    return a + b
+
+
+def load_environment() -> vf.Environment:
+    dataset = Dataset.from_list([{"question": "What is 2 + 3? Use the tool.", "answer": "5"}] * 4)
+
+    def correct(completion, answer, **kwargs) -> float:
+        return float(completion[-1]["content"].strip() == answer)
+
+    def brief(completion, **kwargs) -> float:
+        return 1.0 - min(len(completion[-1]["content"]) / 32, 1.0)
+
+    rubric = vf.Rubric(funcs=[correct, brief], weights=[1.0, 0.1])
+    return vf.ToolEnv(dataset=dataset, tools=[add], rubric=rubric, max_turns=3)
+"""
+
+CALL = '<tool_call>\n{"name": "add", "arguments": {"a": 2, "b": 3}}\n</tool_call>'
+SAMPLING = {"temperature": 1.0, "top_p": 1.0, "max_tokens": 64}
+
+
+@pytest.fixture(scope="module")
+def legacy_packages(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """`asyncrl-test-legacy-reverse` (a SingleTurnEnv) and `asyncrl-test-legacy-add` (a ToolEnv),
+    importable by the workers this test's processes start."""
+    root = tmp_path_factory.mktemp("legacy_packages")
+    for name, source in {"asyncrl_test_legacy_reverse": REVERSE, "asyncrl_test_legacy_add": ADD}.items():
+        (root / name).mkdir()
+        (root / name / "__init__.py").write_text(source)
+    before = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(root), before]))
+    yield root
+    if before is None:
+        del os.environ["PYTHONPATH"]
+    else:
+        os.environ["PYTHONPATH"] = before
+
+
+def _asyncrl(*args: str) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "asyncrl.cli", *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=900)
+
+
+def test_a_tool_env_rollout_is_one_sequence_of_the_servers_tokens_trained_on_the_models_turns(
+    tool_tokenizer, tmp_path, legacy_packages
+):
+    tokenizer = load_tokenizer(str(tool_tokenizer))
+    env = LegacyEnvironment("asyncrl-test-legacy-add", {}, VerifiersConfig(retries=0), tmp_path, "train")
+    script = Script([CALL, "5"])
+
+    async def main(url):
+        async with env, ModelClient(url, "scripted") as client:
+            return await env.run(client, env.dataset[0], SAMPLING)
+
+    with scripted_server(script, str(tool_tokenizer)) as url:
+        rollout = asyncio.run(main(url))
+    assert rollout.error is None, rollout.error
+    assert rollout.reward == pytest.approx(1.0 + 0.1 * (1 - 1 / 32))
+    assert rollout.metrics["total_tool_calls"] == 1.0
+    assert [m["role"] for m in rollout.completion] == ["assistant", "tool", "assistant"]
+    assert rollout.completion[1]["content"] == "5"
+
+    (kind_1, first), (kind_2, second) = [r for r in script.requests if r[0] != "tokenize"]
+    assert (kind_1, kind_2) == ("chat", "chat_tokens")  # the second turn is token-in
+    first_prompt = tokenizer.apply_chat_template(
+        first["messages"], tools=first["tools"], add_generation_prompt=True, tokenize=True, return_dict=False
+    )
+    generated = [
+        tokenizer.encode(text, add_special_tokens=False) + [tokenizer.eos_token_id] for text in (CALL, "5")
+    ]
+    # The second prompt is the first prompt and reply verbatim, then the tool message's tokens.
+    assert second["tokens"][: len(first_prompt) + len(generated[0])] == list(first_prompt) + generated[0]
+    [(ids, mask, logprobs, _)] = rollout.token_samples()
+    assert ids == second["tokens"] + generated[1]
+    assert [t for t, m in zip(ids, mask, strict=True) if m] == generated[0] + generated[1]
+    assert [lp for lp, m in zip(logprobs, mask, strict=True) if m] == [-0.5] * len(
+        generated[0] + generated[1]
+    )
+    tool_span = slice(len(first_prompt) + len(generated[0]), len(second["tokens"]))
+    assert "5" in tokenizer.decode(ids[tool_span]) and not any(mask[tool_span])
+
+
+def test_a_failing_or_crashing_environment_costs_its_group_only(tmp_path, legacy_packages):
+    args = {"fail_on": "apple", "crash_on": "river"}
+    config = VerifiersConfig(retries=1)
+    env = LegacyEnvironment("asyncrl-test-legacy-reverse", args, config, tmp_path, "train")
+
+    async def main(url):
+        async with env, ModelClient(url, "scripted") as client:
+            return [await env.run_group(client, env.dataset[i], SAMPLING, 2) for i in (0, 1, 2)]
+
+    script = Script(["enots", "stone"])
+    with scripted_server(script) as url:
+        failed, crashed, ok = asyncio.run(main(url))
+    assert all(r.error is not None and not r.turns for r in failed + crashed)
+    assert "this environment fails here" in failed[0].error
+    assert "exited with code 3" in crashed[0].error
+    # The worker was started again, and the next group runs: "stone" against "enots", then itself.
+    assert [r.error for r in ok] == [None, None] and sorted(r.reward for r in ok) == [0.2, 1.0]
+    assert [len(r.turns) for r in ok] == [1, 1]
+
+
+def test_an_unknown_environment_says_to_install_its_package(tmp_path):
+    with pytest.raises(LegacyEnvLoadError, match="install its package"):
+        LegacyEnvironment("asyncrl-no-such-env", {}, VerifiersConfig(), tmp_path, "train")
+
+
+def test_no_legacy_interpreter_says_how_to_install_one(monkeypatch, tmp_path):
+    monkeypatch.setattr("asyncrl.envs.verifiers.legacy.CHECKOUT_VENV", tmp_path / "none")
+    monkeypatch.delenv("ASYNCRL_VERIFIERS_LEGACY_PYTHON", raising=False)
+    with pytest.raises(LegacyEnvLoadError, match="make verifiers-legacy"):
+        legacy_python(VerifiersConfig())
+
+
+@pytest.mark.slow
+def test_eval_runs_a_legacy_single_turn_env_with_its_rubric_and_pass_at_k(tmp_path, legacy_packages):
+    result = _asyncrl("eval", "asyncrl-test-legacy-reverse", "--source", "verifiers-legacy",
+                      "--model.path", "tiny", "--num-examples", "3", "--rollouts-per-example", "2",
+                      "--sampling.max-tokens", "12", "--output-dir", str(tmp_path))  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["rollouts"] == 6 and summary["errors"] == 0
+    assert set(summary["metrics"]) == {"similarity", "num_turns"} and set(summary["pass_at_k"]) == {"1", "2"}
+    records = [json.loads(line) for line in (tmp_path / "results.jsonl").read_text().splitlines()]
+    assert all(r["tokens"] > 0 and r["completion"][0]["role"] == "assistant" for r in records)
+    assert all(r["reward"] == r["metrics"]["similarity"] for r in records)
+
+
+@pytest.mark.slow
+def test_rl_trains_on_a_legacy_tool_env_on_the_servers_tokens(tmp_path, legacy_packages):
+    run = tmp_path / "run"
+    result = _asyncrl(
+        "rl", "--inference.port", str(free_port()), "--output-dir", str(run), "--max-steps", "3",
+        "--orchestrator.env.source", "verifiers-legacy", "--orchestrator.env.name", "asyncrl-test-legacy-add",
+        "--orchestrator.env.args", "{}",
+        "--orchestrator.batch-size", "8", "--orchestrator.group-size", "4",
+        "--orchestrator.sampling.max-tokens", "12",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert [m["step"] for m in read_metrics(run, "trainer")] == [1, 2, 3]
+    assert all(m["env_total_tool_calls"] >= 0 for m in read_metrics(run, "orchestrator"))
+    tokenizer = load_tokenizer("tiny")
+    samples = load_batch(rollouts_root(run) / "step_1").samples()
+    assert samples and all(any(s.loss_mask) for s in samples)
+    for s in samples:
+        prompt = s.input_ids[: s.loss_mask.index(True)]
+        # The prompt the server rendered: the task's question, with the tool in the system prompt.
+        assert "What is 2 + 3?" in tokenizer.decode(prompt) and '"add"' in tokenizer.decode(prompt)
+        assert all((lp != 0) <= m for lp, m in zip(s.inference_logprobs, s.loss_mask, strict=True))
