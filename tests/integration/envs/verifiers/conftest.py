@@ -104,6 +104,10 @@ class CalcTask(vf.Task[CalcData, vf.State, CalcTaskConfig]):
     async def correct(self, trace: vf.Trace) -> float:
         return float(trace.last_reply == str(self.data.a + self.data.b))
 
+    @vf.reward(weight=0.1)
+    async def brief(self, trace: vf.Trace) -> float:  # something to learn for a model that never calls
+        return 1.0 - min(len(trace.last_reply) / 32, 1.0)
+
     @vf.metric
     async def tool_messages(self, trace: vf.Trace) -> float:
         return float(len(trace.tool_messages))

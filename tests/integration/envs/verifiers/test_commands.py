@@ -9,9 +9,12 @@ import sys
 import pytest
 
 from asyncrl.inference.server_process import free_port
+from asyncrl.models import load_tokenizer
 from asyncrl.transport.batches import load_batch
 from asyncrl.transport.layout import rollouts_root
 from asyncrl.transport.metrics import read_metrics
+
+TOOL_RENDERER = json.dumps({"name": "default", "tool_parser": "qwen3"})
 
 
 def _asyncrl(*args: str) -> subprocess.CompletedProcess:
@@ -55,3 +58,37 @@ def test_rl_trains_on_a_taskset_whose_failing_episodes_are_counted_and_left_out(
     assert all(
         (lp != 0) <= m for s in samples for lp, m in zip(s.inference_logprobs, s.loss_mask, strict=True)
     )
+
+
+@pytest.mark.slow
+def test_eval_and_rl_run_a_taskset_with_a_tool(tmp_path, vf_packages):
+    """The tool's MCP server starts per episode and its schema reaches the prompt (renderers' default
+    renderer takes tools only with a tool parser); the tiny model never calls it, so the taskset's brevity
+    reward is what it learns from. Each episode starts the tool's server, a Python process importing
+    verifiers (seconds of CPU): few episodes in flight keep the two cores for the run."""
+    result = _asyncrl("eval", "asyncrl-test-calc", "--source", "verifiers", "--model.path", "tiny",
+                      "--verifiers.renderer", TOOL_RENDERER,
+                      "--num-examples", "1", "--rollouts-per-example", "2", "--sampling.max-tokens", "12",
+                      "--output-dir", str(tmp_path / "eval"))  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads((tmp_path / "eval" / "summary.json").read_text())
+    assert summary["rollouts"] == 2 and summary["errors"] == 0
+    assert set(summary["metrics"]) == {"tool_messages"}
+    run = tmp_path / "run"
+    result = _asyncrl(
+        "rl", "--inference.port", str(free_port()), "--output-dir", str(run), "--max-steps", "2",
+        "--model.path", "tiny",  # untrained: replies of all lengths, so groups differ
+        "--orchestrator.env.source", "verifiers", "--orchestrator.env.name", "asyncrl-test-calc",
+        "--orchestrator.env.args", "{}", "--orchestrator.env.verifiers.renderer", TOOL_RENDERER,
+        "--orchestrator.batch-size", "4", "--orchestrator.group-size", "2",
+        "--orchestrator.max-inflight", "4",
+        "--orchestrator.sampling.max-tokens", "12",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert [m["step"] for m in read_metrics(run, "trainer")] == [1, 2]
+    tokenizer = load_tokenizer("tiny")
+    samples = load_batch(rollouts_root(run) / "step_1").samples()
+    assert samples and all(any(s.loss_mask) for s in samples)
+    for s in samples:
+        prompt = tokenizer.decode(s.input_ids[: s.loss_mask.index(True)])
+        assert "What is 2 + 3?" in prompt and "calc_add" in prompt

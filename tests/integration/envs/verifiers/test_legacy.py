@@ -183,37 +183,44 @@ def test_no_legacy_interpreter_says_how_to_install_one(monkeypatch, tmp_path):
 
 
 @pytest.mark.slow
-def test_eval_runs_a_legacy_single_turn_env_with_its_rubric_and_pass_at_k(tmp_path, legacy_packages):
-    result = _asyncrl("eval", "asyncrl-test-legacy-reverse", "--source", "verifiers-legacy",
-                      "--model.path", "tiny", "--num-examples", "3", "--rollouts-per-example", "2",
-                      "--sampling.max-tokens", "12", "--output-dir", str(tmp_path))  # fmt: skip
+@pytest.mark.parametrize(
+    "env, metrics",
+    [("asyncrl-test-legacy-reverse", {"similarity"}), ("asyncrl-test-legacy-add", {"correct", "brief"})],
+)
+def test_eval_runs_a_legacy_env_with_its_rubric_and_pass_at_k(env, metrics, tmp_path, legacy_packages):
+    result = _asyncrl("eval", env, "--source", "verifiers-legacy", "--model.path", "tiny",
+                      "--num-examples", "3", "--rollouts-per-example", "2", "--sampling.max-tokens", "12",
+                      "--output-dir", str(tmp_path))  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads((tmp_path / "summary.json").read_text())
-    assert summary["rollouts"] == 6 and summary["errors"] == 0
-    assert set(summary["metrics"]) == {"similarity", "num_turns"} and set(summary["pass_at_k"]) == {"1", "2"}
+    assert summary["rollouts"] == 6 and summary["errors"] == 0 and set(summary["pass_at_k"]) == {"1", "2"}
+    assert metrics <= set(summary["metrics"])  # and verifiers' own: num_turns, tool call counts
     records = [json.loads(line) for line in (tmp_path / "results.jsonl").read_text().splitlines()]
     assert all(r["tokens"] > 0 and r["completion"][0]["role"] == "assistant" for r in records)
-    assert all(r["reward"] == r["metrics"]["similarity"] for r in records)
 
 
 @pytest.mark.slow
-def test_rl_trains_on_a_legacy_tool_env_on_the_servers_tokens(tmp_path, legacy_packages):
+@pytest.mark.parametrize(
+    "env, question",
+    [("asyncrl-test-legacy-reverse", "Reverse the text: "), ("asyncrl-test-legacy-add", "2 + 3")],
+)
+def test_rl_trains_on_a_legacy_env_on_the_servers_tokens(env, question, tmp_path, legacy_packages):
     run = tmp_path / "run"
     result = _asyncrl(
-        "rl", "--inference.port", str(free_port()), "--output-dir", str(run), "--max-steps", "3",
-        "--orchestrator.env.source", "verifiers-legacy", "--orchestrator.env.name", "asyncrl-test-legacy-add",
-        "--orchestrator.env.args", "{}",
-        "--orchestrator.batch-size", "8", "--orchestrator.group-size", "4",
+        "rl", "--inference.port", str(free_port()), "--output-dir", str(run), "--max-steps", "2",
+        "--model.path", "tiny",  # untrained: replies of all lengths, so groups differ
+        "--orchestrator.env.source", "verifiers-legacy", "--orchestrator.env.name", env,
+        "--orchestrator.env.args", "{}", "--orchestrator.batch-size", "8", "--orchestrator.group-size", "4",
         "--orchestrator.sampling.max-tokens", "12",
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
-    assert [m["step"] for m in read_metrics(run, "trainer")] == [1, 2, 3]
-    assert all(m["env_total_tool_calls"] >= 0 for m in read_metrics(run, "orchestrator"))
+    assert [m["step"] for m in read_metrics(run, "trainer")] == [1, 2]
     tokenizer = load_tokenizer("tiny")
     samples = load_batch(rollouts_root(run) / "step_1").samples()
     assert samples and all(any(s.loss_mask) for s in samples)
     for s in samples:
-        prompt = s.input_ids[: s.loss_mask.index(True)]
-        # The prompt the server rendered: the task's question, with the tool in the system prompt.
-        assert "What is 2 + 3?" in tokenizer.decode(prompt) and '"add"' in tokenizer.decode(prompt)
+        # The prompt is the server's rendering of the task (the ToolEnv's with the tool's schema).
+        prompt = tokenizer.decode(s.input_ids[: s.loss_mask.index(True)])
+        assert question in prompt and ('"add"' in prompt) == (env == "asyncrl-test-legacy-add")
+        # The sampler's logprobs ride along on exactly the generated tokens.
         assert all((lp != 0) <= m for lp, m in zip(s.inference_logprobs, s.loss_mask, strict=True))

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from asyncrl.envs.client import ModelClient
 from asyncrl.envs.verifiers.config import VerifiersConfig
 from asyncrl.envs.verifiers.taskset import TasksetEnvironment
@@ -29,7 +31,8 @@ def test_a_tool_call_runs_and_only_the_models_turns_train(tool_tokenizer, tmp_pa
     with scripted_server(script, str(tool_tokenizer)) as url:
         rollout = asyncio.run(main(url))
     assert rollout.error is None
-    assert rollout.reward == 1.0 and rollout.metrics == {"tool_messages": 1.0}
+    assert rollout.reward == pytest.approx(1.0 + 0.1 * (1 - 1 / 32))  # correct, and brief
+    assert rollout.metrics == {"tool_messages": 1.0}
     assert [m["role"] for m in rollout.completion] == ["assistant", "tool", "assistant"]
     assert rollout.completion[1]["content"] == "5"
 
