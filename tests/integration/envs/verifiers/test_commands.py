@@ -3,28 +3,21 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import pytest
 
 from asyncrl.inference.server_process import free_port
-from asyncrl.models import load_tokenizer
 from asyncrl.transport.batches import load_batch
 from asyncrl.transport.layout import rollouts_root
 from asyncrl.transport.metrics import read_metrics
+from tests.verifiers_runs import asyncrl_cli, rl_two_steps
 
 TOOL_RENDERER = json.dumps({"name": "default", "tool_parser": "qwen3"})
 
 
-def _asyncrl(*args: str) -> subprocess.CompletedProcess:
-    command = [sys.executable, "-m", "asyncrl.cli", *args]
-    return subprocess.run(command, capture_output=True, text=True, timeout=900)
-
-
 @pytest.mark.slow
 def test_eval_runs_a_verifiers_taskset_and_reports_its_metrics_and_pass_at_k(tmp_path):
-    result = _asyncrl("eval", "asyncrl-reverse-text", "--source", "verifiers", "--model.path", "tiny",
+    result = asyncrl_cli("eval", "asyncrl-reverse-text", "--source", "verifiers", "--model.path", "tiny",
                       "--num-examples", "3", "--rollouts-per-example", "2", "--sampling.max-tokens", "12",
                       "--output-dir", str(tmp_path))  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
@@ -40,7 +33,7 @@ def test_eval_runs_a_verifiers_taskset_and_reports_its_metrics_and_pass_at_k(tmp
 def test_rl_trains_on_a_taskset_whose_failing_episodes_are_counted_and_left_out(tmp_path, vf_packages):
     run = tmp_path / "run"
     modes = json.dumps({"modes": ["ok"] * 7 + ["raise"]})
-    result = _asyncrl(
+    result = asyncrl_cli(
         "rl", "--inference.port", str(free_port()), "--output-dir", str(run), "--max-steps", "3",
         "--orchestrator.env.source", "verifiers", "--orchestrator.env.name", "asyncrl-test-modes",
         "--orchestrator.env.args", modes, "--orchestrator.env.verifiers.retries", "0",
@@ -66,7 +59,7 @@ def test_eval_and_rl_run_a_taskset_with_a_tool(tmp_path, vf_packages):
     renderer takes tools only with a tool parser); the tiny model never calls it, so the taskset's brevity
     reward is what it learns from. Each episode starts the tool's server, a Python process importing
     verifiers (seconds of CPU): few episodes in flight keep the two cores for the run."""
-    result = _asyncrl("eval", "asyncrl-test-calc", "--source", "verifiers", "--model.path", "tiny",
+    result = asyncrl_cli("eval", "asyncrl-test-calc", "--source", "verifiers", "--model.path", "tiny",
                       "--verifiers.renderer", TOOL_RENDERER,
                       "--num-examples", "1", "--rollouts-per-example", "2", "--sampling.max-tokens", "12",
                       "--output-dir", str(tmp_path / "eval"))  # fmt: skip
@@ -74,21 +67,11 @@ def test_eval_and_rl_run_a_taskset_with_a_tool(tmp_path, vf_packages):
     summary = json.loads((tmp_path / "eval" / "summary.json").read_text())
     assert summary["rollouts"] == 2 and summary["errors"] == 0
     assert set(summary["metrics"]) == {"tool_messages"}
-    run = tmp_path / "run"
-    result = _asyncrl(
-        "rl", "--inference.port", str(free_port()), "--output-dir", str(run), "--max-steps", "2",
-        "--model.path", "tiny",  # untrained: replies of all lengths, so groups differ
+    prompts = rl_two_steps(
+        tmp_path / "run",
         "--orchestrator.env.source", "verifiers", "--orchestrator.env.name", "asyncrl-test-calc",
-        "--orchestrator.env.args", "{}", "--orchestrator.env.verifiers.renderer", TOOL_RENDERER,
+        "--orchestrator.env.verifiers.renderer", TOOL_RENDERER,
         "--orchestrator.batch-size", "4", "--orchestrator.group-size", "2",
         "--orchestrator.max-inflight", "4",
-        "--orchestrator.sampling.max-tokens", "12",
     )  # fmt: skip
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert [m["step"] for m in read_metrics(run, "trainer")] == [1, 2]
-    tokenizer = load_tokenizer("tiny")
-    samples = load_batch(rollouts_root(run) / "step_1").samples()
-    assert samples and all(any(s.loss_mask) for s in samples)
-    for s in samples:
-        prompt = tokenizer.decode(s.input_ids[: s.loss_mask.index(True)])
-        assert "What is 2 + 3?" in prompt and "calc_add" in prompt
+    assert all("What is 2 + 3?" in p and "calc_add" in p for p in prompts)

@@ -8,8 +8,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,12 +16,9 @@ import pytest
 from asyncrl.envs.client import ModelClient
 from asyncrl.envs.verifiers.config import VerifiersConfig
 from asyncrl.envs.verifiers.legacy import LegacyEnvironment, LegacyEnvLoadError, legacy_python
-from asyncrl.inference.server_process import free_port
 from asyncrl.models import load_tokenizer
-from asyncrl.transport.batches import load_batch
-from asyncrl.transport.layout import rollouts_root
-from asyncrl.transport.metrics import read_metrics
 from tests.scripted_server import Script, scripted_server
+from tests.verifiers_runs import asyncrl_cli, rl_two_steps
 
 try:
     PYTHON = legacy_python(VerifiersConfig())
@@ -106,11 +101,6 @@ def legacy_packages(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         os.environ["PYTHONPATH"] = before
 
 
-def _asyncrl(*args: str) -> subprocess.CompletedProcess:
-    command = [sys.executable, "-m", "asyncrl.cli", *args]
-    return subprocess.run(command, capture_output=True, text=True, timeout=900)
-
-
 def test_a_tool_env_rollout_is_one_sequence_of_the_servers_tokens_trained_on_the_models_turns(
     tool_tokenizer, tmp_path, legacy_packages
 ):
@@ -188,7 +178,7 @@ def test_no_legacy_interpreter_says_how_to_install_one(monkeypatch, tmp_path):
     [("asyncrl-test-legacy-reverse", {"similarity"}), ("asyncrl-test-legacy-add", {"correct", "brief"})],
 )
 def test_eval_runs_a_legacy_env_with_its_rubric_and_pass_at_k(env, metrics, tmp_path, legacy_packages):
-    result = _asyncrl("eval", env, "--source", "verifiers-legacy", "--model.path", "tiny",
+    result = asyncrl_cli("eval", env, "--source", "verifiers-legacy", "--model.path", "tiny",
                       "--num-examples", "3", "--rollouts-per-example", "2", "--sampling.max-tokens", "12",
                       "--output-dir", str(tmp_path))  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
@@ -205,22 +195,10 @@ def test_eval_runs_a_legacy_env_with_its_rubric_and_pass_at_k(env, metrics, tmp_
     [("asyncrl-test-legacy-reverse", "Reverse the text: "), ("asyncrl-test-legacy-add", "2 + 3")],
 )
 def test_rl_trains_on_a_legacy_env_on_the_servers_tokens(env, question, tmp_path, legacy_packages):
-    run = tmp_path / "run"
-    result = _asyncrl(
-        "rl", "--inference.port", str(free_port()), "--output-dir", str(run), "--max-steps", "2",
-        "--model.path", "tiny",  # untrained: replies of all lengths, so groups differ
+    prompts = rl_two_steps(
+        tmp_path / "run",
         "--orchestrator.env.source", "verifiers-legacy", "--orchestrator.env.name", env,
-        "--orchestrator.env.args", "{}", "--orchestrator.batch-size", "8", "--orchestrator.group-size", "4",
-        "--orchestrator.sampling.max-tokens", "12",
+        "--orchestrator.batch-size", "8", "--orchestrator.group-size", "4",
     )  # fmt: skip
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert [m["step"] for m in read_metrics(run, "trainer")] == [1, 2]
-    tokenizer = load_tokenizer("tiny")
-    samples = load_batch(rollouts_root(run) / "step_1").samples()
-    assert samples and all(any(s.loss_mask) for s in samples)
-    for s in samples:
-        # The prompt is the server's rendering of the task (the ToolEnv's with the tool's schema).
-        prompt = tokenizer.decode(s.input_ids[: s.loss_mask.index(True)])
-        assert question in prompt and ('"add"' in prompt) == (env == "asyncrl-test-legacy-add")
-        # The sampler's logprobs ride along on exactly the generated tokens.
-        assert all((lp != 0) <= m for lp, m in zip(s.inference_logprobs, s.loss_mask, strict=True))
+    # The prompt is the server's rendering of the task (the ToolEnv's with the tool's schema).
+    assert all(question in p and ('"add"' in p) == (env == "asyncrl-test-legacy-add") for p in prompts)
