@@ -11,6 +11,7 @@ from pathlib import Path
 
 import httpx
 
+from asyncrl.children import die_with_parent
 from asyncrl.config import ModelConfig
 from asyncrl.config_loader import to_toml
 from asyncrl.errors import UserError
@@ -61,7 +62,9 @@ class InferenceServerProcess:
             config_path.write_text(to_toml(config))
             self._log = open(self.log_path, self._log_mode)  # noqa: SIM115 - closed in __exit__
             command = [sys.executable, "-m", "asyncrl.cli", "inference", "-c", str(config_path)]
-            self.process = subprocess.Popen(command, stdout=self._log, stderr=subprocess.STDOUT, env=self.env)
+            self.process = subprocess.Popen(
+                command, stdout=self._log, stderr=subprocess.STDOUT, env=self.env, preexec_fn=die_with_parent
+            )
             if self._wait_healthy(timeout_s=300):
                 return self
         raise ServerStartError(f"the inference server could not bind a port:\n{self._tail()}")

@@ -22,6 +22,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from asyncrl.builtin_models import resolve_builtin_models
+from asyncrl.children import die_with_parent
 from asyncrl.config_loader import to_toml
 from asyncrl.inference.config import ADMIN_KEY_ENV, API_KEY_ENV
 from asyncrl.inference.server_process import InferenceServerProcess, ServerStartError
@@ -88,7 +89,9 @@ def _start(name: str, settings: dict, run_dir: Path, env: dict[str, str]) -> sub
     settings_path.write_text(to_toml(settings))
     log = open(log_path, "a")  # noqa: SIM115 - the child owns it until it exits
     command = [sys.executable, "-m", "asyncrl.cli", name, "-c", str(settings_path)]
-    return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **env})
+    return subprocess.Popen(
+        command, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **env}, preexec_fn=die_with_parent
+    )
 
 
 def _stop(processes: dict[str, subprocess.Popen]) -> None:

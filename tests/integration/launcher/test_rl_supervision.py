@@ -96,3 +96,31 @@ def test_each_killed_process_is_restarted_and_every_step_is_trained_once(tmp_pat
     restarted = server_log[server_log.index("restarting it") :]
     assert "swapped in" in restarted
     assert "is back; it takes work again" in (run / "logs" / "orchestrator.log").read_text()
+
+
+def _gone(pid: int) -> bool:
+    """Exited (a zombie no one has reaped yet counts)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
+@pytest.mark.slow
+def test_a_launcher_killed_outright_takes_its_processes_with_it(tmp_path):
+    run = tmp_path / "run"
+    command = [sys.executable, "-m", "asyncrl.cli", "rl", "--inference.port", str(free_port()), *SMALL,
+               "--output-dir", str(run), "--max-steps", "10000"]  # fmt: skip
+    launcher = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 600
+    while _trained(run) < 1:
+        assert launcher.poll() is None and time.monotonic() < deadline, launcher.communicate()[1][-3000:]
+        time.sleep(0.1)
+    children = {name: _pid(run, name) for name in ("inference", "trainer", "orchestrator")}
+    launcher.kill()  # SIGKILL: it gets no chance to stop them itself
+    launcher.wait()
+    deadline = time.monotonic() + 60
+    while not all(map(_gone, children.values())) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert {name: _gone(pid) for name, pid in children.items()} == dict.fromkeys(children, True)

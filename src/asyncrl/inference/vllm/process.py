@@ -7,7 +7,6 @@ kept: when vLLM fails to start or dies, its own error is what the user sees.
 from __future__ import annotations
 
 import collections
-import ctypes
 import os
 import signal
 import socket
@@ -19,27 +18,17 @@ from typing import TextIO
 
 import httpx
 
+from asyncrl.children import die_with_parent
 from asyncrl.inference.vllm.launch import VLLMLaunch, VLLMProcessError
 
 TAIL_LINES = 30
 PORT_ATTEMPTS = 3
-# Loaded here, not in the forked child: a dlopen between fork and exec can deadlock on a lock another
-# thread of this process held at the fork.
-_LIBC = ctypes.CDLL("libc.so.6", use_errno=True) if sys.platform.startswith("linux") else None
-PR_SET_PDEATHSIG = 1
 
 
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def _die_with_parent() -> None:
-    """In the child, before exec: SIGTERM it when the process that started it dies, even by SIGKILL, so a
-    killed server never leaves vLLM holding a GPU or the CPU."""
-    if _LIBC is not None:
-        _LIBC.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 class VLLMProcess:
@@ -77,7 +66,7 @@ class VLLMProcess:
             errors="replace",
             # Its own process group: stopping it also stops the engine-core and worker processes it forks.
             start_new_session=True,
-            preexec_fn=_die_with_parent,
+            preexec_fn=die_with_parent,  # a killed server never leaves vLLM holding a GPU or the CPU
         )
         self._reader = threading.Thread(target=self._pass_output, args=(self.process,), daemon=True)
         self._reader.start()
