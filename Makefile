@@ -57,10 +57,12 @@ trl: $(TRL_STAMP)
 # source = "verifiers-legacy": 0.4 (in .venv) dropped it, and 0.3.1 pins mcp < 2 against 0.4's mcp 2, so it
 # gets an environment of its own, which the env-server workers run in (README "Environments from the Hub").
 # A 2025 Hub environment's package goes in here: $(LEGACY_VENV)/bin/pip install ...
-$(LEGACY_STAMP):
+# asyncrl goes in without its dependencies: the example reads only its plain-Python task generator.
+$(LEGACY_STAMP): examples/verifiers-legacy-reverse-text/pyproject.toml
 	test -x $(LEGACY_VENV)/bin/python || $(PYTHON) -m venv $(LEGACY_VENV)
 	$(LEGACY_VENV)/bin/pip install --quiet --upgrade pip
 	$(LEGACY_VENV)/bin/pip install --quiet --progress-bar off verifiers==$(LEGACY_VERSION)
+	$(LEGACY_VENV)/bin/pip install --quiet --no-deps -e . -e examples/verifiers-legacy-reverse-text
 	touch $(LEGACY_STAMP)
 
 verifiers-legacy: $(LEGACY_STAMP)

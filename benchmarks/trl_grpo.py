@@ -21,7 +21,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
 from trl import GRPOConfig, GRPOTrainer
 
 from asyncrl.envs.parsers import Parser
-from asyncrl.envs.reverse_text import lcs_ratio, reverse_text_tasks
+from asyncrl.envs.reverse_text import lcs_ratio
+from asyncrl.envs.reverse_text_tasks import reverse_text_tasks
 
 
 def lcs_reward(completions: list[list[dict]], answer: list[str], **_: object) -> list[float]:

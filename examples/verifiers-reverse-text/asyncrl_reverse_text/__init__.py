@@ -12,7 +12,7 @@ from collections.abc import Iterator
 
 import verifiers.v1 as vf
 
-from asyncrl.envs.reverse_text import lcs_length, reverse_text_tasks
+from asyncrl.envs.reverse_text_tasks import lcs_score, reverse_text_tasks
 
 
 class ReverseTextData(vf.TaskData):
@@ -24,10 +24,7 @@ class ReverseTextTask(vf.Task[ReverseTextData]):
     @vf.reward(weight=1.0)
     async def lcs_ratio(self, trace: vf.Trace) -> float:
         """2 * LCS / (len(reply) + len(answer)): 1.0 for the exact reversal, partial credit otherwise."""
-        reply, answer = trace.last_reply, self.data.answer
-        if not reply and not answer:
-            return 1.0
-        return 2 * lcs_length(reply, answer) / (len(reply) + len(answer))
+        return lcs_score(trace.last_reply, self.data.answer)
 
     @vf.metric
     async def exact(self, trace: vf.Trace) -> float:

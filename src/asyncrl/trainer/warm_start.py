@@ -20,7 +20,7 @@ import tempfile
 from pathlib import Path
 
 from asyncrl.config import ModelConfig
-from asyncrl.envs.reverse_text import reverse_text_tasks, sft_records
+from asyncrl.envs.reverse_text_tasks import reverse_text_tasks, sft_records
 from asyncrl.trainer.config import CheckpointConfig, OptimConfig, SFTConfig, SFTProcessConfig, TrainerConfig
 from asyncrl.trainer.sft import run_sft
 from asyncrl.transport.layout import STABLE, weights_dir

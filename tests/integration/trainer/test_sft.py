@@ -9,7 +9,7 @@ import sys
 import httpx
 import pytest
 
-from asyncrl.envs.reverse_text import reverse_text_tasks, sft_records
+from asyncrl.envs.reverse_text_tasks import reverse_text_tasks, sft_records
 from asyncrl.models import load_model
 from asyncrl.transport.metrics import read_metrics
 

@@ -7,7 +7,8 @@ import torch
 
 from asyncrl.builtin_models import resolve_model_name, warm_model_dir
 from asyncrl.envs.parsers import Parser
-from asyncrl.envs.reverse_text import lcs_ratio, reverse_text_tasks
+from asyncrl.envs.reverse_text import lcs_ratio
+from asyncrl.envs.reverse_text_tasks import reverse_text_tasks
 from asyncrl.models import load_model, load_tokenizer
 
 

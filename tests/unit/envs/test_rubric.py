@@ -5,7 +5,8 @@ import asyncio
 import pytest
 
 from asyncrl.envs.parsers import Parser
-from asyncrl.envs.reverse_text import lcs_length, lcs_ratio
+from asyncrl.envs.reverse_text import lcs_ratio
+from asyncrl.envs.reverse_text_tasks import lcs_length
 from asyncrl.envs.rubric import Rubric, RubricError
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from asyncrl.envs.client import ModelClient
+from asyncrl.envs.reverse_text_tasks import lcs_score, reverse_text_tasks
 from asyncrl.envs.verifiers.config import VerifiersConfig
 from asyncrl.envs.verifiers.legacy import LegacyEnvironment, LegacyEnvLoadError, legacy_python
 from asyncrl.models import load_tokenizer
@@ -158,6 +159,24 @@ def test_a_failing_or_crashing_environment_costs_its_group_only(tmp_path, legacy
     # The worker was started again, and the next group runs: "stone" against "enots", then itself.
     assert [r.error for r in ok] == [None, None] and sorted(r.reward for r in ok) == [0.2, 1.0]
     assert [len(r.turns) for r in ok] == [1, 1]
+
+
+def test_the_reverse_text_example_has_the_built_in_tasks_and_score(tmp_path):
+    args = {"num_examples": 8, "min_chars": 5, "max_chars": 20}
+    held_out = reverse_text_tasks(8, 0, 5, 20, "test")
+    env = LegacyEnvironment("asyncrl-legacy-reverse-text", args, VerifiersConfig(), tmp_path, "eval")
+    assert [(t["prompt"], t["answer"]) for t in env.dataset] == [(t["prompt"], t["answer"]) for t in held_out]
+
+    async def main(url):
+        async with env, ModelClient(url, "scripted") as client:
+            return await env.run_group(client, env.dataset[0], SAMPLING, 2)
+
+    answer = held_out[0]["answer"]
+    with scripted_server(Script([answer, answer[:-3]])) as url:
+        rollouts = asyncio.run(main(url))
+    # The reply is stripped, as the built-in env's parser does.
+    expected = [1.0, lcs_score(answer[:-3].strip(), answer)]
+    assert sorted(r.reward for r in rollouts) == pytest.approx(sorted(expected))
 
 
 def test_an_unknown_environment_says_to_install_its_package(tmp_path):
