@@ -55,7 +55,7 @@ trl: $(TRL_STAMP)
 
 # verifiers' 2025 API (verifiers.legacy: load_environment, SingleTurnEnv, ToolEnv) for
 # source = "verifiers-legacy": 0.4 (in .venv) dropped it, and 0.3.1 pins mcp < 2 against 0.4's mcp 2, so it
-# gets an environment of its own, which the env-server workers run in (README "Environments from the Hub").
+# gets an environment of its own, which the env-server workers run in (README "verifiers' 2025 API").
 # A 2025 Hub environment's package goes in here: $(LEGACY_VENV)/bin/pip install ...
 # asyncrl goes in without its dependencies: the example reads only its plain-Python task generator.
 $(LEGACY_STAMP): examples/verifiers-legacy-reverse-text/pyproject.toml

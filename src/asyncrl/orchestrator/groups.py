@@ -119,9 +119,8 @@ class GroupStream:
         rewards = [r.reward for r in group.rollouts]
         stats.rollout_seconds += group.seconds * len(group.rollouts)
         stats.scoring_s += sum(r.score_s for r in group.rollouts)
-        if min(r.policy_version for r in group.rollouts) < step - cfg.max_off_policy_steps:
-            stats.discarded_stale += len(group.rollouts)
-            return
+        # Errors first: a failed rollout has no tokens, so no policy, and would otherwise pass for stale
+        # (and a broken environment would never stop the run).
         failed = [r.error for r in group.rollouts if r.error]
         self.failed_in_a_row = self.failed_in_a_row + 1 if failed else 0
         if self.failed_in_a_row >= FAILED_GROUPS_IN_A_ROW:
@@ -130,6 +129,9 @@ class GroupStream:
             )
         if failed:
             stats.dropped_errors += len(group.rollouts)
+            return
+        if min(r.policy_version for r in group.rollouts) < step - cfg.max_off_policy_steps:
+            stats.discarded_stale += len(group.rollouts)
             return
         stats.sampled_rewards += rewards
         stats.judged += 1

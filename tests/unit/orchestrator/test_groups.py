@@ -10,11 +10,13 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from asyncrl.envs.client import ChatTurn, ModelClient
 from asyncrl.envs.environment import Environment, Rollout
 from asyncrl.envs.rubric import Rubric
 from asyncrl.orchestrator.config import ClientConfig, OrchestratorConfig
-from asyncrl.orchestrator.groups import Group, GroupStream
+from asyncrl.orchestrator.groups import EnvironmentBrokenError, Group, GroupStream
 from asyncrl.orchestrator.loop import to_samples
 from asyncrl.orchestrator.pool import InferencePool
 from asyncrl.orchestrator.tasks import TaskStream
@@ -166,3 +168,23 @@ def test_without_refill_a_batch_is_the_groups_sampled_for_it_and_trains_on_those
     assert asyncio.run(scenario(refill=False, period=2)) == [(2, 1), (2, 1)]
     assert asyncio.run(scenario(refill=False, period=4)) == [(4, 1), (4, 1)]
     assert asyncio.run(scenario(refill=True, period=2)) == [(4, 2), (4, 2)]
+
+
+class BrokenEnv(GatedEnv):
+    """Every rollout fails, with no tokens (so no policy version), as a broken environment's do."""
+
+    async def rollout(self, client: ModelClient, task: dict[str, Any], sampling: dict[str, Any]) -> Rollout:
+        return Rollout(task, [], error="the environment is down")
+
+
+def test_failing_groups_late_in_a_run_count_as_errors_and_stop_it_not_as_stale():
+    env = BrokenEnv(8)
+
+    async def main() -> None:
+        groups, watcher, _ = _stream(env)
+        watcher.version = 49  # step 50: a rollout without tokens is "policy 0", far behind
+        with pytest.raises(EnvironmentBrokenError, match="the environment is down"):
+            await groups.next_batch(50)
+        await groups.close()
+
+    asyncio.run(main())

@@ -18,6 +18,7 @@ import itertools
 import json
 import logging
 import os
+import shutil
 import subprocess
 import tempfile
 from pathlib import Path
@@ -35,6 +36,8 @@ log = logging.getLogger("asyncrl.envs")
 CHECKOUT_VENV = Path(__file__).resolve().parents[4] / ".venv-verifiers-legacy"
 """Where `make verifiers-legacy` installs verifiers 0.3, beside the checkout's .venv."""
 WORKER = Path(__file__).with_name("legacy_worker.py")
+EXIT_GRACE_S = 2.0
+"""How long a lost connection waits for EnvServers to report its worker's exit before failing its groups."""
 
 
 class LegacyEnvLoadError(UserError):
@@ -63,14 +66,18 @@ def load_tasks(python: str, config_path: Path, split: Literal["train", "eval"], 
     command = [python, "-P", str(WORKER), "tasks", str(config_path), str(out)]
     try:
         result = subprocess.run(command, capture_output=True, text=True, timeout=timeout_s)
-    except (OSError, subprocess.TimeoutExpired) as e:
+    except subprocess.TimeoutExpired:
+        raise LegacyEnvLoadError(
+            f"the environment took over {timeout_s:g}s to load (raise verifiers.startup_timeout_s)"
+        ) from None
+    except OSError as e:
         raise LegacyEnvLoadError(f"could not run {python} to load the environment: {e}") from None
     if result.returncode != 0:
         lines = result.stderr.strip().splitlines()
         raise LegacyEnvLoadError(
-            f"verifiers could not load the environment ({lines[-1] if lines else 'no output'}); install its "
-            f"package into {python}'s environment, its id is the module's name. Its log ends:\n"
-            + "\n".join(lines[-15:])
+            f"verifiers could not load the environment ({lines[-1] if lines else 'no output'}): check its "
+            f"args, and that its package is installed into {python}'s environment (its id is the module's "
+            "name). Its log ends:\n" + "\n".join(lines[-15:])
         )
     rows = json.loads(out.read_text())[split]
     out.unlink()
@@ -96,15 +103,26 @@ class LegacyClient:
             return self._writer
 
     async def _read(self, reader: asyncio.StreamReader) -> None:
-        while line := await reader.readline():
-            answer = json.loads(line)
-            future = self._pending.pop(answer["id"], None)
-            if future is None or future.done():
-                continue
-            if "error" in answer:
-                future.set_exception(RuntimeError(answer["error"]))
-            else:
-                future.set_result(answer["outputs"])
+        try:
+            while line := await reader.readline():
+                answer = json.loads(line)
+                future = self._pending.pop(answer["id"], None)
+                if future is None or future.done():
+                    continue
+                if "error" in answer:
+                    future.set_exception(RuntimeError(answer["error"]))
+                else:
+                    future.set_result(answer["outputs"])
+        except (OSError, ValueError, KeyError) as e:
+            log.warning("the legacy env worker's answers broke off (%s: %s)", type(e).__name__, e)
+        # A worker that died is EnvServers' to report, with its exit code, once it sees the exit (moments
+        # later); one that lives but closed the connection fails the groups it held here, and the next
+        # request connects again.
+        self._writer = None
+        await asyncio.sleep(EXIT_GRACE_S)
+        for future in self._pending.values():
+            if not future.done():
+                future.set_exception(EpisodeError("the legacy env worker closed its connection"))
 
     async def _send(self, message: dict[str, Any]) -> None:
         writer = await self._connect()
@@ -112,8 +130,7 @@ class LegacyClient:
         await writer.drain()
 
     async def run(self, **request: Any) -> list[dict[str, Any]]:
-        """One group's rollout outputs; cancelling it cancels the group on the worker. A lost connection
-        leaves it waiting: the worker died, which EnvServers sees and reports (or the episode times out)."""
+        """One group's rollout outputs; cancelling it cancels the group on the worker."""
         request_id = next(self._ids)
         future = self._pending[request_id] = asyncio.get_running_loop().create_future()
         try:
@@ -157,8 +174,7 @@ class LegacyEnvironment(Environment):
         try:
             tasks = load_tasks(python, config_path, split, config.startup_timeout_s)
         finally:
-            config_path.unlink()
-            self._dir.rmdir()
+            shutil.rmtree(self._dir, ignore_errors=True)
         if not tasks:
             raise LegacyEnvLoadError(f"the verifiers environment {env_id!r} has no {split} dataset rows")
         super().__init__(tasks, Rubric([]))
@@ -223,7 +239,7 @@ def output_rollout(task: dict[str, Any], output: dict[str, Any], policy_floor: i
     tokens."""
     if output.get("error"):
         return Rollout(task=task, prompt=[], error=_error_message(output["error"]))
-    turns = []
+    turns: list[ChatTurn] = []
     for step in output.get("trajectory") or []:
         tokens = step.get("tokens")
         if not tokens:
@@ -231,7 +247,8 @@ def output_rollout(task: dict[str, Any], output: dict[str, Any], policy_floor: i
                 task=task,
                 prompt=[],
                 error="a model turn came back without token ids: the server must answer `return_token_ids` "
-                "(asyncrl's does; an external one must be vLLM-compatible)",
+                "and `prompt_token_ids` (asyncrl's does, vLLM's too; multi-turn environments also need "
+                '/v1/chat/completions/tokens, or verifiers.legacy_client = "openai_chat_completions")',
             )
         replies = [m for m in step.get("completion") or [] if m.get("role") == "assistant"]
         turns.append(
@@ -246,6 +263,8 @@ def output_rollout(task: dict[str, Any], output: dict[str, Any], policy_floor: i
         )
     if not turns:
         return Rollout(task=task, prompt=[], error="the rollout has no model turns (an empty trajectory)")
+    if output.get("is_truncated"):  # verifiers cut the rollout short itself (prompt or token budget)
+        turns[-1].finish_reason = "length"
     metrics = output.get("metrics") or {}
     return Rollout(
         task=task,

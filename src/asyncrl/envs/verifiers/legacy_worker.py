@@ -17,6 +17,7 @@ CONFIG.json: {"env_id": ..., "env_args": {...}}.
 from __future__ import annotations
 
 import asyncio
+import copy
 import json
 import logging
 import os
@@ -63,6 +64,27 @@ class _Worker:
     def __init__(self, env: Any) -> None:
         self.env = env
         self.running: dict[Any, asyncio.Task[None]] = {}
+        self.clients: dict[str, Any] = {}
+        """One client (and connection pool) per client config, as verifiers' own env workers keep."""
+
+    def client(self, config: dict[str, Any]) -> Any:
+        from verifiers.legacy.clients import resolve_client
+        from verifiers.legacy.types import ClientConfig
+
+        key = json.dumps(config, sort_keys=True)
+        if key not in self.clients:
+            self.clients[key] = resolve_client(ClientConfig.model_validate(config))
+        return self.clients[key]
+
+    def sampling_args(self, request: dict[str, Any]) -> dict[str, Any]:
+        """The environment's own sampling args (stop strings, chat template kwargs, ...) under the
+        request's, `extra_body` merged: what verifiers' `generate` does and `run_group` alone does not."""
+        merged = copy.deepcopy(getattr(self.env, "sampling_args", None) or {})
+        extra_body = {**merged.get("extra_body", {}), **request.get("extra_body", {})}
+        merged.update(request)
+        if extra_body:
+            merged["extra_body"] = extra_body
+        return merged
 
     async def serve_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         while line := await reader.readline():
@@ -75,15 +97,14 @@ class _Worker:
             self.running[message["id"]] = asyncio.create_task(self.run(message, writer))
 
     async def run(self, message: dict[str, Any], writer: asyncio.StreamWriter) -> None:
-        from verifiers.legacy.types import ClientConfig
         from verifiers.legacy.utils.save_utils import make_serializable
 
         try:
             outputs = await self.env.run_group(
                 group_inputs=message["inputs"],
-                client=ClientConfig.model_validate(message["client"]),
+                client=self.client(message["client"]),
                 model=message["model"],
-                sampling_args=message["sampling_args"],
+                sampling_args=self.sampling_args(message["sampling_args"]),
                 state_columns=["trajectory"],
             )
             outputs = json.loads(json.dumps(outputs, default=make_serializable))
@@ -118,6 +139,7 @@ def _exit_with_parent() -> None:
 def main() -> None:
     # Into the worker's log (its stderr): verifiers logs each rollout's failures there.
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per model call would fill the log
     command, config_path, out = sys.argv[1:4]
     if command == "tasks":
         write_tasks(config_path, out)

@@ -78,7 +78,9 @@ def load_environment() -> vf.Environment:
         return 1.0 - min(len(completion[-1]["content"]) / 32, 1.0)
 
     rubric = vf.Rubric(funcs=[correct, brief], weights=[1.0, 0.1])
-    return vf.ToolEnv(dataset=dataset, tools=[add], rubric=rubric, max_turns=3)
+    # The environment's own sampling args: they must reach the server beside asyncrl's.
+    sampling = {"stop": ["###"], "extra_body": {"chat_template_kwargs": {"greeting": "hi"}}}
+    return vf.ToolEnv(dataset=dataset, tools=[add], rubric=rubric, max_turns=3, sampling_args=sampling)
 """
 
 CALL = '<tool_call>\n{"name": "add", "arguments": {"a": 2, "b": 3}}\n</tool_call>'
@@ -123,6 +125,9 @@ def test_a_tool_env_rollout_is_one_sequence_of_the_servers_tokens_trained_on_the
 
     (kind_1, first), (kind_2, second) = [r for r in script.requests if r[0] != "tokenize"]
     assert (kind_1, kind_2) == ("chat", "chat_tokens")  # the second turn is token-in
+    for body in (first, second):
+        assert body["stop"] == ["###"] and body["chat_template_kwargs"] == {"greeting": "hi"}
+        assert body["temperature"] == 1.0 and body["max_completion_tokens"] == 64
     first_prompt = tokenizer.apply_chat_template(
         first["messages"], tools=first["tools"], add_generation_prompt=True, tokenize=True, return_dict=False
     )
@@ -180,7 +185,7 @@ def test_the_reverse_text_example_has_the_built_in_tasks_and_score(tmp_path):
 
 
 def test_an_unknown_environment_says_to_install_its_package(tmp_path):
-    with pytest.raises(LegacyEnvLoadError, match="install its package"):
+    with pytest.raises(LegacyEnvLoadError, match="its package is installed"):
         LegacyEnvironment("asyncrl-no-such-env", {}, VerifiersConfig(), tmp_path, "train")
 
 
