@@ -63,7 +63,7 @@ def legacy_python(config: VerifiersConfig) -> str:
 def load_tasks(python: str, config_path: Path, split: Literal["train", "eval"], timeout_s: float) -> list:
     """The rows of the environment's `split` dataset (eval falls back to train, as verifiers does)."""
     out = config_path.with_name("tasks.json")
-    command = [python, "-P", str(WORKER), "tasks", str(config_path), str(out)]
+    command = [python, "-P", str(WORKER), "tasks", str(config_path), str(out), split]
     try:
         result = subprocess.run(command, capture_output=True, text=True, timeout=timeout_s)
     except subprocess.TimeoutExpired:
@@ -79,7 +79,7 @@ def load_tasks(python: str, config_path: Path, split: Literal["train", "eval"], 
             f"args, and that its package is installed into {python}'s environment (its id is the module's "
             "name). Its log ends:\n" + "\n".join(lines[-15:])
         )
-    rows = json.loads(out.read_text())[split]
+    rows = json.loads(out.read_text())
     out.unlink()
     return rows
 
@@ -167,14 +167,14 @@ class LegacyEnvironment(Environment):
         split: Literal["train", "eval"],
     ) -> None:
         python = legacy_python(config)
-        self._dir = Path(tempfile.mkdtemp(prefix="asyncrl-legacy-"))
         env_config = {"env_id": env_id, "env_args": args}
-        config_path = self._dir / "env.json"
+        scratch = Path(tempfile.mkdtemp(prefix="asyncrl-legacy-"))
+        config_path = scratch / "env.json"
         config_path.write_text(json.dumps(env_config))
         try:
             tasks = load_tasks(python, config_path, split, config.startup_timeout_s)
         finally:
-            shutil.rmtree(self._dir, ignore_errors=True)
+            shutil.rmtree(scratch, ignore_errors=True)
         if not tasks:
             raise LegacyEnvLoadError(f"the verifiers environment {env_id!r} has no {split} dataset rows")
         super().__init__(tasks, Rubric([]))

@@ -2,8 +2,8 @@
 that has them (`make verifiers-legacy`), which is not asyncrl's: this file imports nothing of asyncrl and is
 run by path, `python -P legacy_worker.py ...` (-P: its own folder stays off sys.path).
 
-    legacy_worker.py tasks CONFIG.json OUT.json
-        loads the environment and writes its datasets, {"train": [rows], "eval": [rows]}, then exits.
+    legacy_worker.py tasks CONFIG.json OUT.json train|eval
+        loads the environment and writes the rows of that dataset as a JSON list, then exits.
     legacy_worker.py serve CONFIG.json ADDRESS_FILE
         listens on a Unix socket in ADDRESS_FILE's folder, writes the socket's path to ADDRESS_FILE once it
         listens, and answers JSON lines: {"id", "inputs", "client", "model", "sampling_args"} runs a group
@@ -34,20 +34,18 @@ def _load(config_path: str) -> Any:
     return vf.load_environment(config["env_id"], **config["env_args"])
 
 
-def _rows(env: Any, split: str) -> list[dict[str, Any]]:
+def write_tasks(config_path: str, out_path: str, split: str) -> None:
+    """The rows of the environment's `split` dataset ("train" or "eval") as a JSON list in `out_path`."""
     from verifiers.legacy.utils.save_utils import make_serializable
 
+    env = _load(config_path)
     try:
         dataset = env.get_dataset() if split == "train" else env.get_eval_dataset()
+        rows = dataset.to_list()
     except ValueError:  # the environment has no such split
-        return []
-    return json.loads(json.dumps(dataset.to_list(), default=make_serializable))
-
-
-def write_tasks(config_path: str, out_path: str) -> None:
-    env = _load(config_path)
+        rows = []
     with open(out_path + ".tmp", "w") as f:
-        json.dump({"train": _rows(env, "train"), "eval": _rows(env, "eval")}, f)
+        json.dump(rows, f, default=make_serializable)
     os.replace(out_path + ".tmp", out_path)
 
 
@@ -142,7 +140,7 @@ def main() -> None:
     logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per model call would fill the log
     command, config_path, out = sys.argv[1:4]
     if command == "tasks":
-        write_tasks(config_path, out)
+        write_tasks(config_path, out, sys.argv[4])
         return
     threading.Thread(target=_exit_with_parent, daemon=True).start()
     asyncio.run(serve(config_path, out))
