@@ -15,13 +15,7 @@ from typing import TypeVar
 
 from asyncrl.config import ModelConfig
 from asyncrl.config_loader import BaseConfig
-from asyncrl.models import (
-    UNTRAINED_MODELS,
-    cached_model_dir,
-    tiny_model_dir,
-    tiny_moe_model_dir,
-    tiny_qwen3_moe_model_dir,
-)
+from asyncrl.model_cache import UNTRAINED_VERSIONS, cached_model_dir
 
 WARM_MODEL_NAME = "tiny-reverse-text"
 # The cache dir name: bump the suffix whenever the warm-up's recipe changes, so stale caches are never reused.
@@ -35,25 +29,41 @@ def _warmed(version: str, base: Callable[[], Path], steps: int = 100) -> Callabl
     half a minute on one core for 100) and cached as `version`."""
 
     def build() -> Path:
-        from asyncrl.trainer.warm_start import warm_up_on_reverse_text  # only a cache miss pays for it
+        def train(out: Path) -> None:
+            from asyncrl.trainer.warm_start import warm_up_on_reverse_text  # only a cache miss pays for it
 
-        return cached_model_dir(version, lambda out: warm_up_on_reverse_text(base(), out, steps))
+            warm_up_on_reverse_text(base(), out, steps)
+
+        return cached_model_dir(version, train)
 
     return build
 
 
-warm_model_dir = _warmed(WARM_MODEL_VERSION, tiny_model_dir)
+def _untrained(name: str) -> Callable[[], Path]:
+    """asyncrl.models' recipe of the untrained model `name`. A cached dir is found without importing
+    asyncrl.models (and torch): resolving a built-in name costs the launcher nothing once it exists."""
+
+    def write(out: Path) -> None:
+        from asyncrl.models import UNTRAINED_BUILDERS  # only a cache miss pays for it
+
+        UNTRAINED_BUILDERS[name](out)
+
+    return lambda: cached_model_dir(UNTRAINED_VERSIONS[name], write)
+
+
+UNTRAINED: dict[str, Callable[[], Path]] = {name: _untrained(name) for name in UNTRAINED_VERSIONS}
+warm_model_dir = _warmed(WARM_MODEL_VERSION, UNTRAINED["tiny"])
 """The tiny model after the SFT warm-up on reverse-text: the default RL job's start."""
 
 RECIPES: dict[str, Callable[[], Path]] = {
-    **UNTRAINED_MODELS,
+    **UNTRAINED,
     WARM_MODEL_NAME: warm_model_dir,
     # Each expert sees about a quarter of the tokens: after tiny's 100 steps the MoE reverses held-out
     # texts worse (greedy LCS ratio 0.43 against tiny's 0.55); 200 steps bring it near (0.51; 300: 0.59,
     # which leaves RL too little to gain).
-    "tiny-moe-reverse-text": _warmed("tiny-moe-reverse-text-v4", tiny_moe_model_dir, steps=200),
+    "tiny-moe-reverse-text": _warmed("tiny-moe-reverse-text-v4", UNTRAINED["tiny-moe"], steps=200),
     "tiny-qwen3-moe-reverse-text": _warmed(
-        "tiny-qwen3-moe-reverse-text-v4", tiny_qwen3_moe_model_dir, steps=200
+        "tiny-qwen3-moe-reverse-text-v4", UNTRAINED["tiny-qwen3-moe"], steps=200
     ),
 }
 """Each built-in name and the function that returns its dir, building it when the cache lacks it; the

@@ -265,7 +265,7 @@ def main(argv: list[str] | None = None) -> int:
         resolves = command.resolves_models
         if not (resolves(config) if callable(resolves) else resolves):
             return _load(command.run)(config)
-        from asyncrl.builtin_models import resolve_builtin_models  # loads torch: only commands that run pay
+        from asyncrl.builtin_models import resolve_builtin_models  # builds a missing model (torch, SFT)
 
         return _load(command.run)(resolve_builtin_models(config))
 

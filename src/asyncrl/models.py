@@ -6,9 +6,6 @@ asyncrl.builtin_models)."""
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -33,15 +30,12 @@ from transformers import (
 from transformers.utils import logging as hf_logging
 
 from asyncrl.errors import UserError
+from asyncrl.model_cache import UNTRAINED_VERSIONS, cached_model_dir
 
 # Loading a small model is instant; transformers' per-load progress bars only clutter process logs.
 hf_logging.disable_progress_bar()
 
-TINY_MODEL_NAME = "tiny"
-# The cache dir name: bump the suffix whenever the tiny model's recipe changes.
-TINY_MODEL_VERSION = "tiny-v1"
-TINY_MOE_NAME, TINY_MOE_VERSION = "tiny-moe", "tiny-moe-v2"
-TINY_QWEN3_MOE_NAME, TINY_QWEN3_MOE_VERSION = "tiny-qwen3-moe", "tiny-qwen3-moe-v2"
+TINY_MODEL_NAME, TINY_MOE_NAME, TINY_QWEN3_MOE_NAME = UNTRAINED_VERSIONS
 ENDOFTEXT, IM_START, IM_END = "<|endoftext|>", "<|im_start|>", "<|im_end|>"
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 """The dtypes a model may be loaded in, by their config names (`model.dtype`)."""
@@ -90,18 +84,13 @@ class ModelLoadError(UserError):
     """A model or tokenizer could not be loaded; the message says what to do about it."""
 
 
-def _cache_root() -> Path:
-    root = os.environ.get("ASYNCRL_CACHE_DIR")
-    return Path(root).expanduser() if root else Path.home() / ".cache" / "asyncrl"
-
-
 def resolve_model_path(path: str) -> Path:
     """An untrained built-in name (`tiny`, `tiny-moe`, `tiny-qwen3-moe`) to its cached dir, built on first
     use; any other `path` checked to be a usable local HF model dir. The other built-in names
     (`tiny-reverse-text`, ...) are recipes that train: `asyncrl.builtin_models` resolves them to dirs
     before any process starts."""
-    if path in UNTRAINED_MODELS:
-        return UNTRAINED_MODELS[path]()
+    if path in UNTRAINED_BUILDERS:
+        return untrained_model_dir(path)
     model_dir = Path(path).expanduser().absolute()
     if not model_dir.exists():
         raise ModelLoadError(
@@ -316,48 +305,20 @@ def build_tiny_qwen3_moe_model(out_dir: Path, seed: int = 0) -> Path:
     return _write_built_in(Qwen3MoeForCausalLM, config, out_dir, seed)
 
 
-def tiny_model_dir() -> Path:
-    """The cached tiny model dir, built on first use; safe against concurrent builders."""
-    return cached_model_dir(TINY_MODEL_VERSION, build_tiny_model)
-
-
-def tiny_moe_model_dir() -> Path:
-    """The cached, untrained `tiny-moe` dir (GLM-4.5-shaped), built on first use."""
-    return cached_model_dir(TINY_MOE_VERSION, build_tiny_moe_model)
-
-
-def tiny_qwen3_moe_model_dir() -> Path:
-    """The cached, untrained `tiny-qwen3-moe` dir, built on first use."""
-    return cached_model_dir(TINY_QWEN3_MOE_VERSION, build_tiny_qwen3_moe_model)
-
-
-def cached_model_dir(name: str, build: Callable[[Path], object]) -> Path:
-    """The model dir `name` under the cache dir, written by `build(dir)` on first use; safe against
-    concurrent builders. Bump `name` whenever what `build` writes changes, so stale caches are never
-    reused."""
-    target = _cache_root() / "models" / name
-    if target.is_dir():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    # Build beside the target and rename: rename is atomic on one filesystem, so readers only ever
-    # see a complete dir, and a losing concurrent builder just throws its copy away.
-    tmp = Path(tempfile.mkdtemp(prefix=f".{name}.tmp-", dir=target.parent))
-    try:
-        build(tmp)
-        try:
-            os.rename(tmp, target)
-        except OSError:
-            if not target.is_dir():
-                raise
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    return target
-
-
-UNTRAINED_MODELS: dict[str, Callable[[], Path]] = {
-    TINY_MODEL_NAME: tiny_model_dir,
-    TINY_MOE_NAME: tiny_moe_model_dir,
-    TINY_QWEN3_MOE_NAME: tiny_qwen3_moe_model_dir,
+UNTRAINED_BUILDERS: dict[str, Callable[[Path], Path]] = {
+    TINY_MODEL_NAME: build_tiny_model,
+    TINY_MOE_NAME: build_tiny_moe_model,
+    TINY_QWEN3_MOE_NAME: build_tiny_qwen3_moe_model,
 }
-"""The untrained built-in models by name, each building its dir on first use."""
+"""What writes each untrained built-in model's dir."""
+
+
+def untrained_model_dir(name: str) -> Path:
+    """The cached dir of the untrained built-in model `name`, built on first use; safe against concurrent
+    builders."""
+    return cached_model_dir(UNTRAINED_VERSIONS[name], UNTRAINED_BUILDERS[name])
+
+
+def tiny_model_dir() -> Path:
+    """The cached tiny model dir, built on first use."""
+    return untrained_model_dir(TINY_MODEL_NAME)

@@ -7,6 +7,8 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -48,26 +50,39 @@ class InferenceServerProcess:
         self._log_mode = "w"
 
     def __enter__(self) -> InferenceServerProcess:
+        self.start()
+        return self.wait_ready()
+
+    def start(self) -> InferenceServerProcess:
+        """Start the process without waiting for it (`url` is known at once); then `wait_ready`."""
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self._attempts = 1 if self.inference.port else 3
+        self._spawn()
+        return self
+
+    def wait_ready(self) -> InferenceServerProcess:
+        """Wait until the server answers /health. A port picked free can be taken by another process
+        before the server binds it: it then starts again on another port (`url` changes)."""
+        while not self._wait_healthy(timeout_s=300):
+            self._attempts -= 1
+            if not self._attempts:
+                raise ServerStartError(f"the inference server could not bind a port:\n{self._tail()}")
+            self._spawn()
+        return self
+
+    def _spawn(self) -> None:
+        self.port = self.inference.port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        config = InferenceServerConfig(
+            seed=self.seed, model=self.model, inference=self.inference.model_copy(update={"port": self.port})
+        )
         config_path = self.log_path.with_suffix(".toml")
-        # A port picked free can be taken by another process before the server binds it: try again then.
-        for _ in range(1 if self.inference.port else 3):
-            self.port = self.inference.port or free_port()
-            self.url = f"http://127.0.0.1:{self.port}"
-            config = InferenceServerConfig(
-                seed=self.seed,
-                model=self.model,
-                inference=self.inference.model_copy(update={"port": self.port}),
-            )
-            config_path.write_text(to_toml(config))
-            self._log = open(self.log_path, self._log_mode)  # noqa: SIM115 - closed in __exit__
-            command = [sys.executable, "-m", "asyncrl.cli", "inference", "-c", str(config_path)]
-            self.process = subprocess.Popen(
-                command, stdout=self._log, stderr=subprocess.STDOUT, env=self.env, preexec_fn=die_with_parent
-            )
-            if self._wait_healthy(timeout_s=300):
-                return self
-        raise ServerStartError(f"the inference server could not bind a port:\n{self._tail()}")
+        config_path.write_text(to_toml(config))
+        self._log = open(self.log_path, self._log_mode)  # noqa: SIM115 - closed in __exit__
+        command = [sys.executable, "-m", "asyncrl.cli", "inference", "-c", str(config_path)]
+        self.process = subprocess.Popen(
+            command, stdout=self._log, stderr=subprocess.STDOUT, env=self.env, preexec_fn=die_with_parent
+        )
 
     def _wait_healthy(self, timeout_s: float) -> bool:
         """True once this very process answers /health; False if its port was taken."""
@@ -89,6 +104,15 @@ class InferenceServerProcess:
         raise ServerStartError(
             f"the inference server was not healthy after {timeout_s:.0f}s:\n{self._tail()}"
         )
+
+    @contextmanager
+    def launched(self) -> Iterator[InferenceServerProcess]:
+        """Started on entry without waiting for it (call `wait_ready`), stopped on exit."""
+        self.start()
+        try:
+            yield self
+        finally:
+            self.__exit__()
 
     def restart(self) -> None:
         """Stop the server if it still runs and start it again on the same port, its log continued."""

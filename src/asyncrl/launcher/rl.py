@@ -41,7 +41,7 @@ from asyncrl.transport.layout import (
     logs_dir,
     weights_root,
 )
-from asyncrl.transport.metrics import append_metrics, read_metrics
+from asyncrl.transport.metrics import append_metrics, read_metrics, read_new_lines
 from asyncrl.transport.status import stall_reason
 
 POLL_S = 0.5
@@ -49,7 +49,8 @@ STALL_S = HEARTBEAT_S
 """Without a new step for this long, the progress bar shows what the processes are waiting for."""
 SMOOTH_STEPS = 5
 """The progress bar's tokens/s is the mean of this many steps' (one step's alone jumps about)."""
-REPORT_EVERY_S = 20.0
+REPORT_EVERY_S = 60.0
+"""report.png is redrawn this often while the run goes (a redraw costs about a CPU-second)."""
 HEALTHY_S = 30.0
 """A child that ran this long before it crashed starts its count of crashes in a row (and its backoff)
 again."""
@@ -105,17 +106,31 @@ def _stop(processes: dict[str, subprocess.Popen]) -> None:
             process.kill()
 
 
-def _progress_postfix(run_dir: Path) -> tuple[int, dict[str, str]]:
-    rows = read_metrics(run_dir)  # one read of the file per poll, split here
-    trainer = [r for r in rows if r["component"] == "trainer"]
-    orchestrator = [r for r in rows if r["component"] == "orchestrator"]
-    postfix = {}
-    if orchestrator:
-        last, recent = orchestrator[-1], orchestrator[-SMOOTH_STEPS:]
-        tokens_per_s = sum(r["tokens_per_s"] for r in recent) / len(recent)
-        postfix = {"reward": f"{last['reward_mean']:.3f}", "tok/s": f"{tokens_per_s:.0f}",
-                   "lag": str(int(last["off_policy_max"]))}  # fmt: skip
-    return (trainer[-1]["step"] if trainer else 0), postfix
+class _Progress:
+    """What the progress bar shows, from the metrics lines added since the last poll (rereading the whole
+    file twice a second costs the CPU the three processes share, more the longer the run)."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.run_dir, self.offset = run_dir, 0
+        self.step = 0
+        self.recent: list[dict] = []
+        """The orchestrator's last SMOOTH_STEPS lines."""
+
+    def poll(self) -> tuple[int, dict[str, str]]:
+        """The trainer's last step and the bar's postfix."""
+        rows, self.offset = read_new_lines(self.run_dir, self.offset)
+        for row in rows:
+            if row["component"] == "trainer":
+                self.step = row["step"]
+            elif row["component"] == "orchestrator":
+                # A restarted orchestrator writes its steps from its last batch on again: those replace.
+                self.recent = [r for r in self.recent if r["step"] < row["step"]][-SMOOTH_STEPS + 1 :] + [row]
+        if not self.recent:
+            return self.step, {}
+        last = self.recent[-1]
+        tokens_per_s = sum(r["tokens_per_s"] for r in self.recent) / len(self.recent)
+        return self.step, {"reward": f"{last['reward_mean']:.3f}", "tok/s": f"{tokens_per_s:.0f}",
+                           "lag": str(int(last["off_policy_max"]))}  # fmt: skip
 
 
 def _interrupt(signum: int, frame: object) -> None:
@@ -209,7 +224,7 @@ def run_rl(config: RLConfig) -> None:
     inference_log = log_file(run_dir, "inference")
     server = InferenceServerProcess(config.model, inference, config.seed, inference_log, env=keys)
     monitor = Monitor(run_dir, config.monitor) if config.monitor.any else nullcontext()
-    with monitor, server:
+    with monitor, server.launched():
 
         def starter(name: str) -> Callable[[int], subprocess.Popen]:
             def start(restarts: int) -> subprocess.Popen:
@@ -227,29 +242,18 @@ def run_rl(config: RLConfig) -> None:
                 tqdm.write(f"asyncrl rl: {e}", file=sys.stderr)
             return server.process
 
-        children = [Child("inference", restart_server, running=server.process)]
-        children += [Child(name, starter(name)) for name in ("trainer", "orchestrator")]
+        # The trainer and the orchestrator start with the server, not after it: they load while it does
+        # (the orchestrator waits for it to answer), seconds off every run's start.
+        url = server.url
+        children = [Child(name, starter(name)) for name in ("trainer", "orchestrator")]
         bar = progress_bar(config.max_steps, "rl", unit="step")
-        last_step, last_progress, last_report = 0, time.monotonic(), 0.0
-        shown: tuple[int, dict[str, str]] = (0, {})
         try:
-            while True:
-                step, postfix = _progress_postfix(run_dir)
-                if step > last_step:
-                    last_step, last_progress = step, time.monotonic()
-                    # Plotting costs CPU the three processes need: refresh it now and then, not every step.
-                    if last_progress - last_report > REPORT_EVERY_S:
-                        write_report(run_dir)
-                        last_report = time.monotonic()
-                elif time.monotonic() - last_progress > STALL_S:
-                    postfix["waiting"] = stall_reason(run_dir)
-                if (step, postfix) != shown:  # redrawn once per step (or when what it waits for changes)
-                    bar.n, shown = step, (step, postfix)
-                    bar.set_postfix(postfix)
-                _supervise(children, config, step)
-                if all(c.process.poll() == 0 for c in children[1:]):
-                    break
-                time.sleep(POLL_S)
+            server.wait_ready()
+            if server.url != url:  # its port was taken: the orchestrator must call it at its new one
+                _stop({"orchestrator": children[1].process})
+                children[1] = Child("orchestrator", starter("orchestrator"))
+            children.insert(0, Child("inference", restart_server, running=server.process))
+            _watch(children, config, bar)
         except KeyboardInterrupt:
             print(
                 f"\nstopping; continue with: asyncrl rl -c {config_file(run_dir)} --resume true",
@@ -258,9 +262,34 @@ def run_rl(config: RLConfig) -> None:
             raise
         finally:
             bar.close()
-            _stop({c.name: c.process for c in children[1:]})
+            _stop({c.name: c.process for c in children if c.name != "inference"})
     write_report(run_dir)
     _print_summary(run_dir, time.monotonic() - started)
+
+
+def _watch(children: list[Child], config: RLConfig, bar: tqdm) -> None:
+    """Follow the run until the trainer and the orchestrator finish: the progress bar, report.png, and
+    restarts of crashed children."""
+    last_step, last_progress, last_report = 0, time.monotonic(), 0.0
+    shown: tuple[int, dict[str, str]] = (0, {})
+    progress = _Progress(config.output_dir)
+    while True:
+        step, postfix = progress.poll()
+        if step > last_step:
+            last_step, last_progress = step, time.monotonic()
+            # Plotting costs CPU the three processes need: refresh it now and then, not every step.
+            if last_progress - last_report > REPORT_EVERY_S:
+                write_report(config.output_dir)
+                last_report = time.monotonic()
+        elif time.monotonic() - last_progress > STALL_S:
+            postfix["waiting"] = stall_reason(config.output_dir)
+        if (step, postfix) != shown:  # redrawn once per step (or when what it waits for changes)
+            bar.n, shown = step, (step, postfix)
+            bar.set_postfix(postfix)
+        _supervise(children, config, step)
+        if all(c.process.poll() == 0 for c in children[1:]):
+            return
+        time.sleep(POLL_S)
 
 
 def _print_summary(run_dir: Path, seconds: float) -> None:

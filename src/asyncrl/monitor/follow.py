@@ -13,12 +13,12 @@ from pathlib import Path
 from typing import Any
 
 from asyncrl.transport.layout import (
-    metrics_file,
     monitor_dir,
     samples_dir,
     step_number,
     write_file_atomically,
 )
+from asyncrl.transport.metrics import read_new_lines
 
 log = logging.getLogger("asyncrl.monitor")
 
@@ -51,20 +51,7 @@ class RunFollower:
         return news
 
     def _new_metrics(self) -> list[dict[str, Any]]:
-        path = metrics_file(self.run_dir)
-        if not path.exists():
-            return []
-        with open(path, "rb") as f:
-            f.seek(self.offset)
-            chunk = f.read()
-        whole = chunk[: chunk.rfind(b"\n") + 1]  # a line still being written waits for the next poll
-        self.offset += len(whole)
-        rows = []
-        for line in whole.splitlines():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:  # cut short by a process killed while writing it
-                continue
+        rows, self.offset = read_new_lines(self.run_dir, self.offset)
         return rows
 
     def _new_samples(self) -> list[tuple[int, list[dict[str, Any]]]]:

@@ -96,8 +96,8 @@ class ClientConfig(BaseConfig):
     """Retries on one server before it is marked dead and its rollouts move to the others."""
 
     down_timeout_s: float = Field(300.0, gt=0)
-    """With every server dead, how long to wait for one to answer /health again (it is probed every
-    second and given the current weights) before the orchestrator stops."""
+    """With every server dead (or, at the start, none answering yet), how long to wait for one to answer
+    /health (it is probed every second and given the current weights) before the orchestrator stops."""
 
     api_key: str | None = Field(None, exclude=True)  # a secret: never written to a run's files
     """Bearer token of the servers' routes (their inference.api_key); default: $ASYNCRL_API_KEY."""

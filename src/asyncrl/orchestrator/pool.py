@@ -1,6 +1,8 @@
 """The inference servers behind one front: least-loaded routing, failover, revival, and weight updates.
 
-A server that stops answering is marked dead and its work goes to the others (or waits, when none is
+At start the pool waits for a server to answer /health (`asyncrl rl` starts the servers beside the
+orchestrator, so they may still be loading); the others join as they come up. A server that stops
+answering is marked dead and its work goes to the others (or waits, when none is
 left). Dead servers are probed every PROBE_S; one that answers /health again (restarted by `asyncrl rl`'s
 supervisor, or by hand) gets the newest weights the others were given before it takes work again.
 """
@@ -20,6 +22,8 @@ from asyncrl.orchestrator.config import ClientConfig
 log = logging.getLogger("asyncrl.orchestrator")
 T = TypeVar("T")
 PROBE_S = 1.0
+START_POLL_S = 0.1
+"""How often, at start, the servers are asked whether they are up yet."""
 
 
 class AllServersDownError(UserError):
@@ -50,8 +54,34 @@ class InferencePool:
     async def __aenter__(self) -> InferencePool:
         for client in self.clients:
             await client.__aenter__()
+        try:
+            await self._wait_for_first_server()
+        except BaseException:
+            await self.__aexit__()
+            raise
         self._prober = asyncio.create_task(self._probe_dead())
         return self
+
+    async def _wait_for_first_server(self) -> None:
+        """Wait until a server answers /health (AllServersDownError after down_timeout_s); those not yet
+        answering are left to the prober, which gives them the weights when they come up."""
+        deadline = time.monotonic() + self.down_timeout_s
+        while True:
+            answers = await asyncio.gather(*(c.healthy() for c in self.clients))
+            if any(answers):
+                break
+            if time.monotonic() >= deadline:
+                raise AllServersDownError(
+                    f"no inference server ({', '.join(self.inflight)}) answered /health within "
+                    f"{self.down_timeout_s:.0f}s of the start (orchestrator.client.down_timeout_s); "
+                    "check their URLs and logs"
+                )
+            await asyncio.sleep(START_POLL_S)
+        for client, up in zip(self.clients, answers, strict=True):
+            if not up:
+                self.dead.add(client.base_url)
+                log.warning("inference server %s does not answer yet; it takes work once it does",
+                            client.base_url)  # fmt: skip
 
     async def __aexit__(self, *exc: object) -> None:
         if self._prober is not None:

@@ -13,6 +13,7 @@ import logging
 import random
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -22,8 +23,10 @@ from asyncrl.errors import UserError
 from asyncrl.orchestrator.config import VerifyConfig
 from asyncrl.orchestrator.groups import Group
 from asyncrl.toploc.rollouts import Rollout
-from asyncrl.toploc.verify import ReferenceModel, verify_rollouts
 from asyncrl.transport.layout import STABLE, proofs_file, weights_dir, write_file_atomically
+
+if TYPE_CHECKING:
+    from asyncrl.toploc.verify import ReferenceModel
 
 log = logging.getLogger("asyncrl.orchestrator")
 MODELS_KEPT = 2
@@ -112,6 +115,8 @@ class RolloutVerifier:
                     picked.setdefault(version, []).append((index, record))
         failed_groups: set[int] = set()
         checked = sum(map(len, picked.values()))
+        from asyncrl.toploc.verify import verify_rollouts  # loaded with the first reference model
+
         with torch.inference_mode():
             for version, records in picked.items():
                 reference = self._reference(version)
@@ -140,6 +145,9 @@ class RolloutVerifier:
             log.warning("cannot verify rollouts of policy %d: %s is missing", version, path)
             self._missing.add(version)
             return None
+        # transformers' model code, imported only by orchestrators that verify: the others start faster.
+        from asyncrl.toploc.verify import ReferenceModel
+
         if len(self._models) >= MODELS_KEPT:
             del self._models[min(self._models)]
         self._models[version] = ReferenceModel.load(path)

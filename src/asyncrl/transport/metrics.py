@@ -46,6 +46,25 @@ def _first_time(f: BinaryIO) -> float | None:
         return None
 
 
+def read_new_lines(run_dir: Path, offset: int) -> tuple[list[dict[str, Any]], int]:
+    """The metrics lines after byte `offset` (whole lines only: one still being written waits for the next
+    read), and the offset to read on from."""
+    path = metrics_file(run_dir)
+    if not path.exists():
+        return [], offset
+    with open(path, "rb") as f:
+        f.seek(offset)
+        chunk = f.read()
+    whole = chunk[: chunk.rfind(b"\n") + 1]
+    rows = []
+    for line in whole.splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:  # cut short by a process killed while writing it
+            continue
+    return rows, offset + len(whole)
+
+
 def read_metrics(run_dir: Path, component: str | None = None) -> list[dict[str, Any]]:
     """The lines of `component` (default: all), each component's steps as the surviving run made them."""
     path = metrics_file(run_dir)
