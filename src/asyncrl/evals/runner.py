@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ from asyncrl.envs.scoring import pass_rates
 from asyncrl.envs.sources import open_environment
 from asyncrl.errors import UserError
 from asyncrl.evals.config import EvalConfig
+from asyncrl.inference.config import API_KEY_ENV
 from asyncrl.inference.server_process import InferenceServerProcess
 from asyncrl.progress import progress_bar
 
@@ -97,6 +99,8 @@ def format_summary(summary: dict[str, Any]) -> str:
 async def _evaluate(
     env: Environment, config: EvalConfig, base_url: str, results: Path
 ) -> list[dict[str, Any]]:
+    if config.api_key:  # verifiers' env-server workers, started with `env`, read it from their environment
+        os.environ[API_KEY_ENV] = config.api_key
     async with (
         env,
         ModelClient(base_url, config.model.served_name, retries=config.retries, api_key=config.api_key) as c,

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import statistics
 import time
 from dataclasses import dataclass
@@ -54,12 +55,20 @@ class EvalResult:
 
 
 def open_evals(specs: list[EvalSpec], model_path: str, log_dir: Path) -> list[Eval]:
-    """Each eval's environment, opened now so that a bad one stops the run before its first step."""
+    """Each eval's environment, opened now so that a bad one stops the run before its first step. An
+    environment that logs (verifiers' env-server workers) logs under `log_dir/eval-<label>/`, apart from
+    the training environment's."""
     return [
         Eval(
             s,
             open_environment(
-                s.env.source, s.env.name, s.env.args, s.env.verifiers, model_path, log_dir, "eval"
+                s.env.source,
+                s.env.name,
+                s.env.args,
+                s.env.verifiers,
+                model_path,
+                log_dir / ("eval-" + re.sub(r"[^\w.-]", "_", s.label)),
+                "eval",
             ),
         )
         for s in specs

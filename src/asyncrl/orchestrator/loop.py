@@ -13,12 +13,14 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import statistics
 import time
 from dataclasses import asdict
 from pathlib import Path
 
 from asyncrl.envs.sources import open_environment
+from asyncrl.inference.config import API_KEY_ENV
 from asyncrl.orchestrator.config import OrchestratorProcessConfig
 from asyncrl.orchestrator.evaluation import Evaluations, open_evals
 from asyncrl.orchestrator.groups import BatchStats, Group, GroupStream
@@ -144,6 +146,8 @@ async def orchestrate(config: OrchestratorProcessConfig) -> None:
         run_dir, pool, sources=cfg.weights, attempts=cfg.weights_update_attempts, status=status
     )
     evaluations = Evaluations(evals, run_dir, pool, watcher, config.max_steps)
+    if cfg.client.api_key:  # verifiers' env-server workers, started with `env`, read it from the environment
+        os.environ[API_KEY_ENV] = cfg.client.api_key
     async with env, pool, watcher, evaluations:
         groups = GroupStream(env, pool, tasks, watcher, cfg)
         verifier = (

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import shutil
 import tempfile
 import time
 from collections.abc import Callable
@@ -70,24 +71,33 @@ class EnvServers:
         self.startup_timeout_s = startup_timeout_s
         self._command = command
         self._connect = connect
-        self._dir = Path(tempfile.mkdtemp(prefix="asyncrl-env-"))
-        self._config = self._dir / "env.json"
-        self._config.write_text(json.dumps(config))
-        log_dir.mkdir(parents=True, exist_ok=True)
+        self._config_data = config
+        self._dir: Path | None = None
+        """The private dir of the workers' config and addresses, while they run."""
+        self._log_dir = log_dir
         self._workers = [_Worker(i, log_dir / f"env_worker_{i}.log") for i in range(workers)]
         self._watchers: list[asyncio.Task[None]] = []
         self._closing = False
 
     async def start(self) -> None:
-        await asyncio.gather(*(self._start(w) for w in self._workers))
+        """Start every worker; if one cannot start, stop the others and raise its EnvServerStartError."""
+        self._dir = Path(tempfile.mkdtemp(prefix="asyncrl-env-"))
+        (self._dir / "env.json").write_text(json.dumps(self._config_data))
+        self._log_dir.mkdir(parents=True, exist_ok=True)
+        started = await asyncio.gather(*(self._start(w) for w in self._workers), return_exceptions=True)
+        failed = [e for e in started if isinstance(e, BaseException)]
+        if failed:
+            await self.close()
+            raise failed[0]
         self._watchers = [asyncio.create_task(self._watch(w)) for w in self._workers]
 
     async def _start(self, worker: _Worker) -> None:
+        assert self._dir is not None, "start() first"
         address_file = self._dir / f"address_{worker.index}"
         address_file.unlink(missing_ok=True)
         with open(worker.log_path, "ab") as out:
             worker.process = await asyncio.create_subprocess_exec(
-                *self._command, str(self._config), str(address_file),
+                *self._command, str(self._dir / "env.json"), str(address_file),
                 stdin=asyncio.subprocess.PIPE, stdout=out, stderr=out,
             )  # fmt: skip
         deadline = time.monotonic() + self.startup_timeout_s
@@ -169,9 +179,9 @@ class EnvServers:
             watcher.cancel()
         await asyncio.gather(*self._watchers, return_exceptions=True)
         await asyncio.gather(*(self._kill(w) for w in self._workers))
-        for path in self._dir.iterdir():
-            path.unlink()
-        self._dir.rmdir()
+        if self._dir is not None:
+            shutil.rmtree(self._dir, ignore_errors=True)
+            self._dir = None
 
     async def _close_client(self, worker: _Worker) -> None:
         if worker.client is not None:

@@ -6,7 +6,9 @@ import json
 
 import pytest
 
-from asyncrl.inference.server_process import free_port
+from asyncrl.config import ModelConfig
+from asyncrl.inference.config import InferenceConfig
+from asyncrl.inference.server_process import InferenceServerProcess, free_port
 from asyncrl.transport.batches import load_batch
 from asyncrl.transport.layout import rollouts_root
 from asyncrl.transport.metrics import read_metrics
@@ -27,6 +29,19 @@ def test_eval_runs_a_verifiers_taskset_and_reports_its_metrics_and_pass_at_k(tmp
     records = [json.loads(line) for line in (tmp_path / "results.jsonl").read_text().splitlines()]
     assert all(r["tokens"] > 0 and r["completion"][0]["role"] == "assistant" for r in records)
     assert (tmp_path / "logs" / "env_worker_0.log").exists()
+
+
+@pytest.mark.slow
+def test_eval_hands_its_api_key_to_the_env_server_workers(tmp_path):
+    """The workers call the server themselves, with the key `--api-key` gave (not only $ASYNCRL_API_KEY)."""
+    inference = InferenceConfig(port=0, num_threads=1, api_key="the-key")
+    with InferenceServerProcess(ModelConfig(path="tiny"), inference, 0, tmp_path / "server.log") as server:
+        result = asyncrl_cli("eval", "asyncrl-reverse-text", "--source", "verifiers", "--model.path", "tiny",
+                          "--base-url", server.url, "--api-key", "the-key", "--num-examples", "2",
+                          "--sampling.max-tokens", "4", "--output-dir", str(tmp_path / "eval"))  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads((tmp_path / "eval" / "summary.json").read_text())
+    assert summary["rollouts"] == 2 and summary["errors"] == 0
 
 
 @pytest.mark.slow
