@@ -24,6 +24,10 @@ class FakeServer(AppThread):
         self.refuse = False
         app = FastAPI()
 
+        @app.get("/health")
+        async def health() -> dict[str, str]:
+            return {"status": "ok"}
+
         @app.post("/update_weights")
         async def update_weights(body: dict[str, Any]) -> JSONResponse:
             self.bodies.append(body)

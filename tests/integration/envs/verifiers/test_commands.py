@@ -32,12 +32,13 @@ def test_eval_runs_a_verifiers_taskset_and_reports_its_metrics_and_pass_at_k(tmp
 
 
 @pytest.mark.slow
-def test_eval_hands_its_api_key_to_the_env_server_workers(tmp_path):
+def test_eval_hands_its_api_key_to_the_env_server_workers(tmp_path, tiny_dir):
     """The workers call the server themselves, with the key `--api-key` gave (not only $ASYNCRL_API_KEY)."""
     inference = InferenceConfig(port=0, num_threads=1, api_key="the-key")
     with InferenceServerProcess(ModelConfig(path="tiny"), inference, 0, tmp_path / "server.log") as server:
-        result = asyncrl_cli("eval", "asyncrl-reverse-text", "--source", "verifiers", "--model.path", "tiny",
-                          "--base-url", server.url, "--api-key", "the-key", "--num-examples", "2",
+        result = asyncrl_cli("eval", "asyncrl-reverse-text", "--source", "verifiers",
+                          "--model.path", str(tiny_dir), "--model.name", "tiny", "--base-url", server.url,
+                          "--api-key", "the-key", "--num-examples", "2", "--rollouts-per-example", "1",
                           "--sampling.max-tokens", "4", "--output-dir", str(tmp_path / "eval"))  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads((tmp_path / "eval" / "summary.json").read_text())
