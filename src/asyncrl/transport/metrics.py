@@ -56,13 +56,17 @@ def read_new_lines(run_dir: Path, offset: int) -> tuple[list[dict[str, Any]], in
         f.seek(offset)
         chunk = f.read()
     whole = chunk[: chunk.rfind(b"\n") + 1]
+    return _parse(whole.splitlines()), offset + len(whole)
+
+
+def _parse(lines: list[bytes] | list[str]) -> list[dict[str, Any]]:
     rows = []
-    for line in whole.splitlines():
+    for line in lines:
         try:
             rows.append(json.loads(line))
-        except json.JSONDecodeError:  # cut short by a process killed while writing it
+        except json.JSONDecodeError:  # a line cut short by a process killed while writing it
             continue
-    return rows, offset + len(whole)
+    return rows
 
 
 def read_metrics(run_dir: Path, component: str | None = None) -> list[dict[str, Any]]:
@@ -70,12 +74,7 @@ def read_metrics(run_dir: Path, component: str | None = None) -> list[dict[str, 
     path = metrics_file(run_dir)
     if not path.exists():
         return []
-    rows = []
-    for line in path.read_text().splitlines():
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:  # a line cut short by a process killed while writing it
-            continue
+    rows = _parse(path.read_text().splitlines())
     survivors: dict[str, list[dict[str, Any]]] = {}
     for row in rows:
         kept = survivors.setdefault(row["component"], [])
